@@ -1,0 +1,95 @@
+"""Blocks with more than one path: residual, dense, inception, squeeze-excitation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nas.builder.layers import ConvNormAct
+from nas.specs import DenseStage, InceptionStage, ResidualStage
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gating: global pool -> 1x1 reduce -> ReLU -> 1x1 expand -> sigmoid."""
+
+    def __init__(self, width: int, squeeze: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(width, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.expand(torch.relu(self.reduce(s))))
+
+
+class ResidualBlock(nn.Module):
+    """Basic (3x3, 3x3) or bottleneck (1x1, grouped 3x3, 1x1) branch plus a shortcut."""
+
+    def __init__(self, w_in: int, stage: ResidualStage, stride: int) -> None:
+        super().__init__()
+        w, bias = stage.width, stage.bias
+        if stage.block == "basic":
+            self.branch = nn.Sequential(
+                ConvNormAct(w_in, w, 3, stride, bias=bias),
+                ConvNormAct(w, w, 3, bias=bias, act="none"),
+            )
+        else:
+            wb = stage.bottleneck_width
+            layers: list[nn.Module] = [
+                ConvNormAct(w_in, wb, 1, bias=bias),
+                ConvNormAct(wb, wb, 3, stride, groups=stage.groups, bias=bias),
+            ]
+            if stage.se_ratio > 0:
+                layers.append(SqueezeExcite(wb, max(1, int(round(stage.se_ratio * w_in)))))
+            layers.append(ConvNormAct(wb, w, 1, bias=bias, act="none"))
+            self.branch = nn.Sequential(*layers)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or w_in != w:
+            self.shortcut = ConvNormAct(
+                w_in, w, 1, stride, bias=bias, norm=stage.shortcut_norm, act="none"
+            )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.branch(x) + self.shortcut(x))
+
+
+class DenseBlock(nn.Module):
+    """Each layer sees the concatenation of the block input and every earlier layer's output."""
+
+    def __init__(self, w_in: int, stage: DenseStage) -> None:
+        super().__init__()
+        layers = []
+        for i in range(stage.depth):
+            w, bias, parts = w_in + i * stage.growth_rate, stage.bias, []
+            if stage.bottleneck_width is not None:
+                parts.append(ConvNormAct(w, stage.bottleneck_width, 1, bias=bias, preact=True))
+                w = stage.bottleneck_width
+            parts.append(ConvNormAct(w, stage.growth_rate, 3, bias=bias, preact=True))
+            layers.append(nn.Sequential(*parts))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.cat((x, layer(x)), dim=1)
+        return x
+
+
+class Inception(nn.Module):
+    """Four parallel branches concatenated on channels (GoogLeNet)."""
+
+    def __init__(self, w_in: int, stage: InceptionStage) -> None:
+        super().__init__()
+        kw = {"bias": stage.bias, "norm": stage.norm}
+        (a2, b2), (a3, b3) = stage.c2, stage.c3
+        self.branches = nn.ModuleList(
+            [
+                ConvNormAct(w_in, stage.c1, 1, **kw),
+                nn.Sequential(ConvNormAct(w_in, a2, 1, **kw), ConvNormAct(a2, b2, 3, **kw)),
+                nn.Sequential(ConvNormAct(w_in, a3, 1, **kw), ConvNormAct(a3, b3, 5, **kw)),
+                nn.Sequential(nn.MaxPool2d(3, 1, 1), ConvNormAct(w_in, stage.c4, 1, **kw)),
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.branches], dim=1)

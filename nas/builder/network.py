@@ -1,0 +1,73 @@
+"""build(spec) -> nn.Module: stages from the registry, then the head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nas.builder.layers import activation
+from nas.builder.stages import STAGE_BUILDERS
+from nas.specs import HeadSpec, NetworkSpec
+
+
+class Head(nn.Sequential):
+    """Pool -> flatten -> hidden (Linear, [BN1d], act, [dropout]) -> classifier."""
+
+    def __init__(self, head: HeadSpec, channels: int, size: int, num_classes: int) -> None:
+        if head.pool == "avg":
+            layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1)]
+            features = channels
+        elif head.pool == "flatten":
+            layers, features = [], channels * size * size
+        else:
+            layers, features = [nn.AdaptiveAvgPool2d(head.pool)], channels * head.pool**2
+        layers.append(nn.Flatten())
+        for width in head.hidden:
+            layers.append(nn.Linear(features, width))
+            layers += [nn.BatchNorm1d(width)] if head.norm else []
+            layers.append(activation(head.act))
+            layers += [nn.Dropout(head.dropout)] if head.dropout > 0 else []
+            features = width
+        if head.linear:
+            layers.append(nn.Linear(features, num_classes))
+        super().__init__(*layers)
+
+
+class Network(nn.Module):
+    """A built network: `stages` (one module per stage spec) then `head`."""
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        channels, modules = spec.in_channels, []
+        for stage, (out_channels, _) in zip(spec.stages, spec.trace()):
+            modules.append(STAGE_BUILDERS[stage.kind](channels, stage))
+            channels = out_channels
+        self.stages = nn.Sequential(*modules)
+        size = spec.trace()[-1][1]
+        self.head = Head(spec.head, channels, size, spec.num_classes)
+        initialise(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(x))
+
+
+def initialise(model: nn.Module) -> None:
+    """Kaiming-normal convs (fan-out, as torchvision), unit BN, PyTorch's default Linear."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build(spec: object) -> Network:
+    """A module from a family spec, a NetworkSpec, a dict, a path or a preset name."""
+    from nas.io import load_spec
+
+    if not isinstance(spec, NetworkSpec):
+        spec = load_spec(spec).lower()  # type: ignore[arg-type]
+    return Network(spec)

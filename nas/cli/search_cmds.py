@@ -1,0 +1,1 @@
+"""Search commands (search, spaces, dashboard, report, compare, export): see issue 4."""

@@ -1,0 +1,1 @@
+"""Training commands (train, bench): see issue 3."""

@@ -1,0 +1,34 @@
+"""The one list of families; `ArchSpec` is the union discriminated on `family`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import Field, TypeAdapter
+
+from nas.families.base import FamilySpec
+from nas.families.classic import AlexNetSpec, GoogLeNetSpec, LeNetSpec, NiNSpec
+from nas.families.densenet import DenseNetSpec
+from nas.families.regnet import RegNetSpec
+from nas.families.resnet import ResNetSpec, ResNeXtSpec
+from nas.families.vgg import VGGSpec
+
+FAMILIES: tuple[type[FamilySpec], ...] = (
+    VGGSpec,
+    ResNetSpec,
+    ResNeXtSpec,
+    DenseNetSpec,
+    RegNetSpec,
+    AlexNetSpec,
+    NiNSpec,
+    GoogLeNetSpec,
+    LeNetSpec,
+)
+
+ArchSpec = Annotated[
+    VGGSpec | ResNetSpec | ResNeXtSpec | DenseNetSpec | RegNetSpec | AlexNetSpec | NiNSpec | GoogLeNetSpec | LeNetSpec,
+    Field(discriminator="family"),
+]
+ARCH_ADAPTER: TypeAdapter[FamilySpec] = TypeAdapter(ArchSpec)
+
+__all__ = ["ARCH_ADAPTER", "FAMILIES", "ArchSpec", "FamilySpec", *(f.__name__ for f in FAMILIES)]

@@ -1,0 +1,66 @@
+"""What every family spec shares: input, classes, lowering and validation through lowering."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from nas.specs import ConvStage, Frozen, NetworkSpec, PoolStage, StageSpec
+
+
+class FamilySpec(Frozen):
+    """A point in one family's design space; `lower()` gives the generic network."""
+
+    family: str
+    in_channels: PositiveInt = 3
+    num_classes: PositiveInt = 1000
+    input_size: PositiveInt = 224
+
+    def lower(self) -> NetworkSpec:
+        """The generic network this spec describes."""
+        raise NotImplementedError
+
+    def network(self, stages: list[StageSpec], **head: object) -> NetworkSpec:
+        """Wraps stages and head fields with this spec's input and classes."""
+        return NetworkSpec(
+            in_channels=self.in_channels,
+            num_classes=self.num_classes,
+            input_size=self.input_size,
+            stages=tuple(stages),
+            head=head,  # type: ignore[arg-type]
+        )
+
+    def content_hash(self) -> str:
+        """Hash of the lowered network: same network, same hash."""
+        return self.lower().content_hash()
+
+    @model_validator(mode="after")
+    def _lowers(self) -> FamilySpec:
+        self.lower()  # shape and group checks live in NetworkSpec; errors name the stage
+        return self
+
+
+StemKind = Literal["imagenet", "small"]
+
+
+def stem(kind: StemKind, width: int, bias: bool = False, norm: bool = True) -> list[StageSpec]:
+    """ImageNet stem (7x7/2 conv + 3x3/2 max-pool) or a small 3x3 stem for 28-32 px inputs."""
+    if kind == "imagenet":
+        return [
+            ConvStage(width=width, kernel=7, stride=2, padding=3, bias=bias, norm=norm),
+            PoolStage(mode="max", kernel=3, stride=2, padding=1),
+        ]
+    return [ConvStage(width=width, kernel=3, stride=1, bias=bias, norm=norm)]
+
+
+def same_length(**lists: tuple) -> None:
+    """Raises when per-stage lists differ in length."""
+    lengths = {name: len(v) for name, v in lists.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k} has {v}" for k, v in lengths.items())
+        raise ValueError(f"per-stage lists must have the same length: {shown}")
+
+
+Stages = tuple[PositiveInt, ...]
+NonEmpty = Field(min_length=1)

@@ -1,0 +1,148 @@
+"""The book's classic networks: LeNet (with BN), AlexNet, NiN and GoogLeNet."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from nas.families.base import FamilySpec
+from nas.specs import (
+    ConvStage,
+    DropoutStage,
+    Frozen,
+    InceptionStage,
+    NetworkSpec,
+    NiNStage,
+    PoolStage,
+    StageSpec,
+)
+
+
+class LeNetSpec(FamilySpec):
+    """LeNet-5: two 5x5 conv + pool layers, then fully connected layers; BN optional."""
+
+    family: Literal["lenet"] = "lenet"
+    input_size: PositiveInt = 28
+    widths: tuple[PositiveInt, ...] = Field(default=(6, 16), min_length=1)
+    kernel: PositiveInt = 5
+    hidden: tuple[PositiveInt, ...] = (120, 84)
+    act: Literal["sigmoid", "relu"] = "sigmoid"
+    batch_norm: bool = True
+    pool: Literal["avg", "max"] = "avg"
+    conv_bias: bool = True
+
+    def lower(self) -> NetworkSpec:
+        stages: list[StageSpec] = []
+        for width in self.widths:
+            stages.append(
+                ConvStage(
+                    width=width, kernel=self.kernel, padding=0, bias=self.conv_bias,
+                    norm=self.batch_norm, act=self.act,
+                )
+            )
+            stages.append(PoolStage(mode=self.pool, kernel=2))
+        return self.network(
+            stages, pool="flatten", hidden=self.hidden, norm=self.batch_norm, act=self.act
+        )
+
+
+class AlexNetSpec(FamilySpec):
+    """AlexNet as in the book: five convs (11x11/4, 5x5, 3x3 x3), three max-pools, 2 FC layers."""
+
+    family: Literal["alexnet"] = "alexnet"
+    widths: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (
+        96, 256, 384, 384, 256,
+    )
+    hidden: tuple[PositiveInt, ...] = (4096, 4096)
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+    batch_norm: bool = False
+
+    def lower(self) -> NetworkSpec:
+        w, bn = self.widths, self.batch_norm
+        pool = PoolStage(mode="max", kernel=3, stride=2)
+        stages: list[StageSpec] = [
+            ConvStage(width=w[0], kernel=11, stride=4, padding=1, bias=True, norm=bn),
+            pool,
+            ConvStage(width=w[1], kernel=5, padding=2, bias=True, norm=bn),
+            pool,
+            *(ConvStage(width=c, kernel=3, bias=True, norm=bn) for c in w[2:]),
+            pool,
+        ]
+        return self.network(stages, pool="flatten", hidden=self.hidden, dropout=self.dropout)
+
+
+class NiNSpec(FamilySpec):
+    """Network in Network: NiN blocks (width, kernel, stride, padding) with max-pools between."""
+
+    family: Literal["nin"] = "nin"
+    blocks: tuple[tuple[PositiveInt, PositiveInt, PositiveInt, int], ...] = Field(
+        default=((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1)), min_length=1
+    )
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+
+    def lower(self) -> NetworkSpec:
+        stages: list[StageSpec] = []
+        for width, kernel, stride, padding in self.blocks:
+            stages.append(NiNStage(width=width, kernel=kernel, stride=stride, padding=padding))
+            stages.append(PoolStage(mode="max", kernel=3, stride=2))
+        stages.append(DropoutStage(p=self.dropout))
+        stages.append(NiNStage(width=self.num_classes, kernel=3, padding=1))
+        return self.network(stages, pool="avg", linear=False)
+
+
+class InceptionWidths(Frozen):
+    """Branch widths of one inception block: c1, (c2 reduce, c2), (c3 reduce, c3), c4."""
+
+    c1: PositiveInt
+    c2: tuple[PositiveInt, PositiveInt]
+    c3: tuple[PositiveInt, PositiveInt]
+    c4: PositiveInt
+
+
+BOOK_INCEPTION = (
+    ((64, (96, 128), (16, 32), 32), (128, (128, 192), (32, 96), 64)),
+    (
+        (192, (96, 208), (16, 48), 64),
+        (160, (112, 224), (24, 64), 64),
+        (128, (128, 256), (24, 64), 64),
+        (112, (144, 288), (32, 64), 64),
+        (256, (160, 320), (32, 128), 128),
+    ),
+    ((256, (160, 320), (32, 128), 128), (384, (192, 384), (48, 128), 128)),
+)
+
+
+class GoogLeNetSpec(FamilySpec):
+    """GoogLeNet as in the book: a conv stem, groups of inception blocks with max-pools between."""
+
+    family: Literal["googlenet"] = "googlenet"
+    input_size: PositiveInt = 96
+    stem_widths: tuple[PositiveInt, PositiveInt, PositiveInt] = (64, 64, 192)
+    groups: tuple[tuple[InceptionWidths, ...], ...] = Field(
+        default=tuple(
+            tuple(InceptionWidths(c1=a, c2=b, c3=c, c4=d) for a, b, c, d in g)
+            for g in BOOK_INCEPTION
+        ),
+        min_length=1,
+    )
+    batch_norm: bool = False
+
+    def lower(self) -> NetworkSpec:
+        s, bn = self.stem_widths, self.batch_norm
+        pool = PoolStage(mode="max", kernel=3, stride=2, padding=1)
+        stages: list[StageSpec] = [
+            ConvStage(width=s[0], kernel=7, stride=2, padding=3, bias=True, norm=bn),
+            pool,
+            ConvStage(width=s[1], kernel=1, bias=True, norm=bn),
+            ConvStage(width=s[2], kernel=3, bias=True, norm=bn),
+            pool,
+        ]
+        for i, group in enumerate(self.groups):
+            for b in group:
+                stages.append(
+                    InceptionStage(c1=b.c1, c2=b.c2, c3=b.c3, c4=b.c4, bias=True, norm=bn)
+                )
+            if i < len(self.groups) - 1:
+                stages.append(pool)
+        return self.network(stages, pool="avg")

@@ -1,0 +1,65 @@
+"""RegNet design space (Radosavovic et al. 2020): widths from a quantised linear rule."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from nas.families.base import FamilySpec, StemKind
+from nas.specs import ConvStage, NetworkSpec, ResidualStage
+
+
+def regnet_stages(
+    depth: int, w0: int, wa: float, wm: float, group_width: int, ratio: float, q: int = 8
+) -> list[tuple[int, int, int]]:
+    """(depth, width, group_width) per stage, as pycls's generate_regnet + compatibility fix."""
+    widths = []
+    for j in range(depth):
+        exponent = round(math.log((w0 + wa * j) / w0) / math.log(wm))
+        widths.append(int(round(w0 * wm**exponent / q)) * q)
+    runs: list[list[int]] = []
+    for w in widths:
+        if runs and runs[-1][0] == w:
+            runs[-1][1] += 1
+        else:
+            runs.append([w, 1])
+    out = []
+    for w, d in runs:
+        wb = int(max(1, w * ratio))
+        gw = int(min(group_width, wb))
+        m = math.lcm(gw, int(ratio)) if ratio > 1 else gw
+        wb = max(m, int(round(wb / m) * m))
+        out.append((d, int(wb / ratio), gw))
+    return out
+
+
+class RegNetSpec(FamilySpec):
+    """RegNetX (se_ratio 0) or RegNetY (se_ratio 0.25): depth, w0, wa, wm, group width."""
+
+    family: Literal["regnet"] = "regnet"
+    depth: PositiveInt = Field(le=64)
+    w0: PositiveInt = Field(ge=8)
+    wa: float = Field(gt=0)
+    wm: float = Field(gt=1, le=4)
+    group_width: PositiveInt
+    bottleneck_ratio: float = Field(default=1.0, gt=0, le=8)
+    se_ratio: float = Field(default=0.0, ge=0, lt=1)
+    stem: StemKind = Field(default="imagenet", description="imagenet: 3x3/2; small: 3x3/1")
+    stem_width: PositiveInt = 32
+
+    def lower(self) -> NetworkSpec:
+        stride = 2 if self.stem == "imagenet" else 1
+        stages = [ConvStage(width=self.stem_width, kernel=3, stride=stride)]
+        plan = regnet_stages(
+            self.depth, self.w0, self.wa, self.wm, self.group_width, self.bottleneck_ratio
+        )
+        for d, w, gw in plan:
+            stages.append(
+                ResidualStage(
+                    depth=d, width=w, stride=2, block="bottleneck",
+                    bottleneck_ratio=self.bottleneck_ratio, group_width=gw, se_ratio=self.se_ratio,
+                )
+            )
+        return self.network(stages, pool="avg")

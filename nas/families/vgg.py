@@ -1,0 +1,38 @@
+"""VGG: blocks of 3x3 convs then a 2x2 max-pool, and the 4096-4096 head (or global pooling)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from nas.families.base import FamilySpec
+from nas.specs import ConvStage, NetworkSpec, PoolStage
+
+
+class VGGSpec(FamilySpec):
+    """VGG as in the book: `conv_arch` is ((num_convs, channels), ...)."""
+
+    family: Literal["vgg"] = "vgg"
+    conv_arch: tuple[tuple[PositiveInt, PositiveInt], ...] = Field(min_length=1)
+    batch_norm: bool = False
+    conv_bias: bool = True
+    head: Literal["fc", "gap"] = "fc"
+    hidden: tuple[PositiveInt, ...] = (4096, 4096)
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+    pool_size: PositiveInt | None = Field(
+        default=None, description="adaptive average pool to NxN before the fc head (torchvision: 7)"
+    )
+
+    def lower(self) -> NetworkSpec:
+        stages = []
+        for num_convs, channels in self.conv_arch:
+            stages.append(
+                ConvStage(width=channels, depth=num_convs, bias=self.conv_bias, norm=self.batch_norm)
+            )
+            stages.append(PoolStage(mode="max", kernel=2))
+        if self.head == "gap":
+            return self.network(stages, pool="avg", dropout=self.dropout)
+        return self.network(
+            stages, pool=self.pool_size or "flatten", hidden=self.hidden, dropout=self.dropout
+        )
