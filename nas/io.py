@@ -55,7 +55,8 @@ def read_document(path: Path) -> Any:
 def parse_spec(data: Any, source: str = "spec") -> FamilySpec:
     """A validated family spec from plain data; SpecError names the source and field."""
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: expected a mapping with a 'family' field, got {type(data).__name__}")
+        kind = type(data).__name__
+        raise SpecError(f"{source}: expected a mapping with a 'family' field, got {kind}")
     if "family" not in data:
         raise SpecError(f"{source}: family: missing; one of {', '.join(FAMILY_TAGS)}")
     try:

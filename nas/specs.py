@@ -203,7 +203,8 @@ class DropoutStage(Frozen):
 
 
 StageSpec = Annotated[
-    ConvStage | PoolStage | ResidualStage | DenseStage | TransitionStage | InceptionStage | NiNStage | NormActStage | DropoutStage,
+    ConvStage | PoolStage | ResidualStage | DenseStage | TransitionStage
+    | InceptionStage | NiNStage | NormActStage | DropoutStage,
     Field(discriminator="kind"),
 ]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated
 
 from pydantic import Field, TypeAdapter
 
@@ -26,7 +26,8 @@ FAMILIES: tuple[type[FamilySpec], ...] = (
 )
 
 ArchSpec = Annotated[
-    VGGSpec | ResNetSpec | ResNeXtSpec | DenseNetSpec | RegNetSpec | AlexNetSpec | NiNSpec | GoogLeNetSpec | LeNetSpec,
+    VGGSpec | ResNetSpec | ResNeXtSpec | DenseNetSpec | RegNetSpec
+    | AlexNetSpec | NiNSpec | GoogLeNetSpec | LeNetSpec,
     Field(discriminator="family"),
 ]
 ARCH_ADAPTER: TypeAdapter[FamilySpec] = TypeAdapter(ArchSpec)

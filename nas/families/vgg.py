@@ -27,9 +27,9 @@ class VGGSpec(FamilySpec):
     def lower(self) -> NetworkSpec:
         stages = []
         for num_convs, channels in self.conv_arch:
-            stages.append(
-                ConvStage(width=channels, depth=num_convs, bias=self.conv_bias, norm=self.batch_norm)
-            )
+            conv = ConvStage(width=channels, depth=num_convs, bias=self.conv_bias,
+                             norm=self.batch_norm)
+            stages.append(conv)
             stages.append(PoolStage(mode="max", kernel=2))
         if self.head == "gap":
             return self.network(stages, pool="avg", dropout=self.dropout)
