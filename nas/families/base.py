@@ -31,6 +31,11 @@ class FamilySpec(Frozen):
             head=head,  # type: ignore[arg-type]
         )
 
+    @classmethod
+    def from_sample(cls, values: dict[str, object]) -> dict[str, object]:
+        """Spec fields from sampled search dimensions; families derive dependent fields here."""
+        return dict(values)
+
     def content_hash(self) -> str:
         """Hash of the lowered network: same network, same hash."""
         return self.lower().content_hash()
@@ -41,17 +46,18 @@ class FamilySpec(Frozen):
         return self
 
 
-StemKind = Literal["imagenet", "small"]
+StemKind = Literal["imagenet", "simple", "small"]
 
 
 def stem(kind: StemKind, width: int, bias: bool = False, norm: bool = True) -> list[StageSpec]:
-    """ImageNet stem (7x7/2 conv + 3x3/2 max-pool) or a small 3x3 stem for 28-32 px inputs."""
+    """imagenet: 7x7/2 conv + 3x3/2 max-pool; simple: 3x3/2 conv (RegNet); small: 3x3/1 conv."""
     if kind == "imagenet":
         return [
             ConvStage(width=width, kernel=7, stride=2, padding=3, bias=bias, norm=norm),
             PoolStage(mode="max", kernel=3, stride=2, padding=1),
         ]
-    return [ConvStage(width=width, kernel=3, stride=1, bias=bias, norm=norm)]
+    stride = 2 if kind == "simple" else 1
+    return [ConvStage(width=width, kernel=3, stride=stride, bias=bias, norm=norm)]
 
 
 def same_length(**lists: tuple) -> None:

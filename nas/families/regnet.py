@@ -7,14 +7,14 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from nas.families.base import FamilySpec, StemKind
-from nas.specs import ConvStage, NetworkSpec, ResidualStage
+from nas.families.base import FamilySpec, StemKind, stem
+from nas.specs import NetworkSpec, ResidualStage
 
 
 def regnet_stages(
     depth: int, w0: int, wa: float, wm: float, group_width: int, ratio: float, q: int = 8
 ) -> list[tuple[int, int, int]]:
-    """(depth, width, group_width) per stage, as pycls's generate_regnet + compatibility fix."""
+    """(depth, width, group_width) per stage: the quantised linear rule of pycls/torchvision."""
     widths = []
     for j in range(depth):
         exponent = round(math.log((w0 + wa * j) / w0) / math.log(wm))
@@ -26,12 +26,12 @@ def regnet_stages(
         else:
             runs.append([w, 1])
     out = []
-    for w, d in runs:
-        wb = int(max(1, w * ratio))
-        gw = int(min(group_width, wb))
-        m = math.lcm(gw, int(ratio)) if ratio > 1 else gw
-        wb = max(m, int(round(wb / m) * m))
-        out.append((d, int(wb / ratio), gw))
+    for w, d in runs:  # group compatibility as torchvision's _adjust_widths_groups_compatibilty
+        wb = int(w * ratio)
+        gw = min(group_width, wb)
+        fitted = max(gw, int(wb + gw / 2) // gw * gw)
+        fitted += gw if fitted < 0.9 * wb else 0
+        out.append((d, int(fitted / ratio), gw))
     return out
 
 
@@ -46,12 +46,11 @@ class RegNetSpec(FamilySpec):
     group_width: PositiveInt
     bottleneck_ratio: float = Field(default=1.0, gt=0, le=8)
     se_ratio: float = Field(default=0.0, ge=0, lt=1)
-    stem: StemKind = Field(default="imagenet", description="imagenet: 3x3/2; small: 3x3/1")
+    stem: StemKind = Field(default="simple", description="simple: 3x3/2 (RegNet's own)")
     stem_width: PositiveInt = 32
 
     def lower(self) -> NetworkSpec:
-        stride = 2 if self.stem == "imagenet" else 1
-        stages = [ConvStage(width=self.stem_width, kernel=3, stride=stride)]
+        stages = stem(self.stem, self.stem_width)
         plan = regnet_stages(
             self.depth, self.w0, self.wa, self.wm, self.group_width, self.bottleneck_ratio
         )

@@ -26,7 +26,9 @@ class ResNetSpec(FamilySpec):
     @model_validator(mode="before")
     @classmethod
     def _lists_match(cls, data: object) -> object:
-        if isinstance(data, dict) and "depths" in data and "widths" in data:
+        if isinstance(data, dict) and all(
+            isinstance(data.get(k), (list, tuple)) for k in ("depths", "widths")
+        ):  # other types are left to field validation, which names the field
             same_length(depths=tuple(data["depths"]), widths=tuple(data["widths"]))
         return data
 
@@ -73,6 +75,16 @@ class ResNeXtSpec(ResNetSpec):
             if len(given) != 1:
                 raise ValueError("give exactly one of cardinality or group_width")
         return data
+
+    @classmethod
+    def from_sample(cls, values: dict[str, object]) -> dict[str, object]:
+        """Per-stage `groups` and a `group_width` give the widths, valid by construction."""
+        out = dict(values)
+        groups = out.pop("groups", None)
+        if groups is not None:
+            gw, ratio = out["group_width"], float(out.get("bottleneck_ratio", 0.5))  # type: ignore[arg-type]
+            out["widths"] = [int(round(g * gw / ratio)) for g in groups]  # type: ignore[union-attr,operator]
+        return out
 
     def group_widths(self) -> list[int | None]:
         if self.group_width is not None:

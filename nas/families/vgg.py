@@ -24,6 +24,15 @@ class VGGSpec(FamilySpec):
         default=None, description="adaptive average pool to NxN before the fc head (torchvision: 7)"
     )
 
+    @classmethod
+    def from_sample(cls, values: dict[str, object]) -> dict[str, object]:
+        """Per-stage `num_convs` and `channels` make `conv_arch`."""
+        out = dict(values)
+        if "num_convs" in out and "channels" in out:
+            pairs = zip(out.pop("num_convs"), out.pop("channels"))  # type: ignore[call-overload]
+            out["conv_arch"] = [list(p) for p in pairs]
+        return out
+
     def lower(self) -> NetworkSpec:
         stages = []
         for num_convs, channels in self.conv_arch:
