@@ -1,1 +1,143 @@
-"""Search commands (search, spaces, dashboard, report, compare, export): see issue 4."""
+"""Search commands: search, spaces (dashboard, report, compare, export live in study_cmds)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import optuna
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nas.cli.app import app, console
+from nas.errors import UserError
+from nas.search.run import (
+    FINISHED,
+    SAMPLERS,
+    SearchRequest,
+    describe_budget,
+    finished,
+    front,
+    run_search,
+)
+from nas.search.space import load_space, space_files
+from nas.search.storage import mask_url
+
+
+def resolve_device(name: str) -> str:
+    """auto -> cuda when present; asking for cuda without one is a user error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UserError(f"--device {name}: one of auto, cpu, cuda, cuda:N")
+    return name
+
+
+@app.command()
+def search(
+    space: Annotated[str, typer.Option(help="A shipped space name (nas spaces) or a path.")],
+    trials: Annotated[int, typer.Option(help="Target of finished trials in the study.")] = 50,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the space's).")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="Optuna storage URL (default sqlite:///studies/<study>.db).")] = None,
+    sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLERS)}.")] = "tpe",
+    objectives: Annotated[str, typer.Option(
+        help="accuracy, then any of params, macs, latency (comma-separated).")] = "accuracy,params",
+    max_params: Annotated[int | None, typer.Option(help="Infeasible above this.")] = None,
+    max_macs: Annotated[int | None, typer.Option(help="Infeasible above this.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per trial.")] = None,
+    subset: Annotated[float | None, typer.Option(help="Fraction of the training split.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="fashion-mnist (default), mnist or cifar10.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Where the dataset files are.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of data split, init, sampler.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    early_stop: Annotated[bool, typer.Option(help="Stop clearly worse trials early.")] = True,
+    max_failures: Annotated[int, typer.Option(
+        help="Stop after this many consecutive failed trials.")] = 5,
+) -> None:
+    """Search a space: sample specs, train each briefly, record all in an Optuna study."""
+    req = SearchRequest(
+        space=load_space(space), trials=trials, study=study, storage=storage, sampler=sampler,
+        objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+        dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
+        batch_size=batch_size, lr=lr, seed=seed, max_params=max_params, max_macs=max_macs,
+        device=resolve_device(device), early_stop=early_stop, max_failures=max_failures,
+    )
+    if max_failures < 1:
+        raise UserError("--max-failures must be at least 1")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=req.trials)
+
+        def on_start(st: optuna.Study, budget: dict[str, Any]) -> None:
+            progress.console.print(f"[bold]study[/] {req.study_name}  [bold]space[/] "
+                                   f"{req.space.name}  [bold]objectives[/] "
+                                   f"{','.join(req.objectives)}  [bold]sampler[/] {req.sampler}")
+            progress.console.print(f"[bold]budget[/] {describe_budget(budget, req)}")
+            progress.update(task, completed=finished(st), description=best_line(st))
+
+        def on_trial(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            progress.update(task, completed=min(finished(st), req.trials),
+                            description=best_line(st))
+            if trial.state not in FINISHED or trial.user_attrs.get("reused_from") is not None:
+                progress.console.print(f"  trial {trial.number}: {trial.state.name.lower()} "
+                                       f"({trial.user_attrs.get('reason', '')})")
+
+        result = run_search(req, on_trial=on_trial, on_start=on_start)
+    print_front(result, req)
+
+
+def best_line(study: optuna.Study) -> str:
+    """'best acc 0.873 (trial 12)' for the progress bar."""
+    best = None
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.user_attrs.get("trained") and (best is None or t.values[0] > best.values[0]):
+            best = t
+    return "trials" if best is None else f"best acc {best.values[0]:.4f} (trial {best.number})"
+
+
+def print_front(study: optuna.Study, req: SearchRequest) -> None:
+    """The Pareto front (or best trials) as a table, then what to run next."""
+    rows = front(study)
+    multi = len(study.directions) > 1
+    table = Table(title=f"{'Pareto front' if multi else 'Best trials'} of {study.study_name}")
+    for col in ("trial", "family", "val acc", "params", "MACs", "latency ms", "epochs", "hash"):
+        table.add_column(col, justify="left" if col in ("family", "hash") else "right")
+    for t in rows:
+        a = t.user_attrs
+        table.add_row(str(t.number), a.get("family", "?"), f"{a.get('val_accuracy', 0):.4f}",
+                      f"{a.get('params', 0):,}", f"{a.get('macs', 0):,}",
+                      f"{a.get('latency_ms', math.nan):.2f}", str(a.get("epochs_run", "")),
+                      a.get("spec_hash", ""))
+    console.print(table)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    console.print(" ".join(f"{s.name.lower()} {states.count(s)}" for s in sorted(
+        set(states), key=lambda s: s.value)))
+    where = "" if req.storage is None else f" --storage '{mask_url(req.storage_url)}'"
+    name = study.study_name
+    console.print(f"dashboard: nas dashboard --study {name}{where}")
+    console.print(f"report:    nas report --study {name}{where}")
+    out = f"studies/{name}-pareto"
+    console.print(f"export:    nas export --study {name}{where} --pareto --out {out}")
+
+
+@app.command()
+def spaces() -> None:
+    """List the shipped search spaces with family, size and description."""
+    table = Table()
+    for col in ("space", "family", "size", "dimensions", "description"):
+        table.add_column(col)
+    for name in space_files():
+        s = load_space(name)
+        size = s.size()
+        shown = "continuous" if math.isinf(size) else f"{size:,.0f}"
+        table.add_row(name, s.family, shown, ", ".join(s.dimensions), s.description)
+    console.print(table)

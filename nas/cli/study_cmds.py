@@ -1,0 +1,1 @@
+"""Study commands: dashboard, report, compare, export."""

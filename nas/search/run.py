@@ -1,0 +1,224 @@
+"""Open or resume a study and run trials until its target of finished trials is reached."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+from nas.train import Budget, TrainConfig
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from nas import __version__
+from nas.data import load_data
+from nas.errors import UserError
+from nas.search.objective import (
+    COSTS,
+    Objective,
+    TrialFailure,
+    TrialSettings,
+    directions,
+)
+from nas.search.space import SearchSpace
+from nas.search.storage import default_storage, mask_url, open_storage
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+CPU_BUDGET = {"epochs": 2, "subset": 0.25}
+GPU_BUDGET = {"epochs": 10, "subset": 1.0}
+
+
+@dataclass
+class SearchRequest:
+    """What the user asked for; None means: the study's recorded value, else the default."""
+
+    space: SearchSpace
+    trials: int
+    study: str | None = None
+    storage: str | None = None
+    sampler: str = "tpe"
+    objectives: tuple[str, ...] = ("accuracy", "params")
+    dataset: str | None = None
+    data_dir: str | None = None
+    epochs: int | None = None
+    subset: float | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int | None = None
+    max_params: int | None = None
+    max_macs: int | None = None
+    device: str = "cpu"
+    early_stop: bool = True
+    max_failures: int = 5
+
+    @property
+    def study_name(self) -> str:
+        return self.study or self.space.name
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or default_storage(self.study_name)
+
+
+def check_objectives(objectives: tuple[str, ...]) -> None:
+    """Accuracy first, then any of the costs, no repeats."""
+    if not objectives or objectives[0] != "accuracy":
+        raise UserError("--objectives must start with accuracy, e.g. accuracy,params")
+    unknown = [o for o in objectives[1:] if o not in COSTS]
+    if unknown or len(set(objectives)) != len(objectives):
+        raise UserError(f"--objectives: costs are {', '.join(COSTS)}, each at most once; "
+                        f"got {','.join(objectives)}")
+
+
+def make_sampler(name: str, seed: int, multi: bool) -> optuna.samplers.BaseSampler:
+    """The sampler by name, seeded; TPE is multivariate and lies about running trials."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                          n_startup_trials=10)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
+    raise UserError(f"--sampler {name}: one of {', '.join(SAMPLERS)}")
+
+
+def settle(req: SearchRequest, recorded: dict[str, Any]) -> dict[str, Any]:
+    """Budget in force: explicit flags, else what the study recorded, else device defaults."""
+    defaults = GPU_BUDGET if req.device.startswith("cuda") else CPU_BUDGET
+    wanted = {"dataset": req.dataset, "epochs": req.epochs, "subset": req.subset,
+              "batch_size": req.batch_size, "lr": req.lr, "seed": req.seed}
+    fallback = {"dataset": "fashion-mnist", "batch_size": 128, "lr": None, "seed": 0, **defaults}
+    out = {}
+    for key, value in wanted.items():
+        if value is not None and key in recorded and recorded[key] != value:
+            raise UserError(f"study was run with {key}={recorded[key]}, this run asks for "
+                            f"{key}={value}: use the same value or another --study")
+        out[key] = value if value is not None else recorded.get(key, fallback[key])
+    return out
+
+
+def trial_settings(req: SearchRequest, budget: dict[str, Any]) -> TrialSettings:
+    config = TrainConfig(seed=budget["seed"])
+    if budget["lr"] is not None:
+        config = replace(config, lr=budget["lr"])
+    return TrialSettings(
+        objectives=req.objectives,
+        budget=Budget(epochs=budget["epochs"], subset=budget["subset"],
+                      batch_size=budget["batch_size"]),
+        config=config, dataset=budget["dataset"], device=req.device,
+        max_params=req.max_params, max_macs=req.max_macs, early_stop=req.early_stop,
+    )
+
+
+def open_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]:
+    """Create or resume the study; refuse a resume with another space or objectives."""
+    storage = open_storage(req.storage_url)
+    try:
+        existing = optuna.load_study(study_name=req.study_name, storage=storage)
+    except KeyError:
+        existing = None
+    recorded = existing.user_attrs if existing else {}
+    if existing is not None:
+        if recorded.get("space_hash") not in (None, req.space.content_hash()):
+            raise UserError(
+                f"study {req.study_name} was created with space {recorded.get('space')} "
+                f"(hash {recorded.get('space_hash')}); this run asks for {req.space.name} "
+                f"(hash {req.space.content_hash()}): use another --study")
+        if recorded.get("objectives") not in (None, list(req.objectives)):
+            raise UserError(f"study {req.study_name} optimises {','.join(recorded['objectives'])}"
+                            f"; this run asks for {','.join(req.objectives)}: use another --study")
+    budget = settle(req, recorded)
+    multi = len(req.objectives) > 1
+    offset = len(existing.get_trials(deepcopy=False)) if existing else 0
+    study = optuna.create_study(
+        study_name=req.study_name, storage=storage, load_if_exists=True,
+        directions=directions(req.objectives),
+        sampler=make_sampler(req.sampler, budget["seed"] + offset, multi),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+    )
+    if existing is None:
+        for key, value in {"space": req.space.name, "space_hash": req.space.content_hash(),
+                           "space_definition": req.space.model_dump(mode="json"),
+                           "objectives": list(req.objectives), "nas_version": __version__,
+                           **budget}.items():
+            study.set_user_attr(key, value)
+    return study, budget
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class FailureGuard:
+    """Stops the study after `limit` consecutive failed trials in this worker."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count, self.tripped = limit, 0, False
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.count = self.count + 1 if trial.state == TrialState.FAIL else 0
+        if self.count >= self.limit:
+            self.tripped = True
+            study.stop()
+
+
+def run_search(
+    req: SearchRequest, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    on_start: Callable[[optuna.Study, dict[str, Any]], None] | None = None,
+) -> optuna.Study:
+    """Run trials until the study holds `req.trials` finished (complete or pruned) trials."""
+    if req.trials < 1:
+        raise UserError(f"--trials must be at least 1, got {req.trials}")
+    check_objectives(req.objectives)
+    study, budget = open_study(req)
+    data = load_data(budget["dataset"], req.data_dir, req.device, seed=budget["seed"])
+    objective = Objective(req.space, data, trial_settings(req, budget))
+    req.space.check(objective.data_fields)
+    if on_start:
+        on_start(study, budget)
+    guard = FailureGuard(req.max_failures)
+    callbacks = [MaxTrialsCallback(req.trials, states=FINISHED), guard]
+    if on_trial:
+        callbacks.append(on_trial)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if finished(study) < req.trials:
+        study.optimize(objective, callbacks=callbacks, catch=(TrialFailure,), gc_after_trial=True)
+    if guard.tripped:
+        raise SearchStopped(f"{guard.count} consecutive trials failed (last reason: "
+                            f"{last_reason(study)}); stopping. See `nas report --study "
+                            f"{req.study_name}` and fix the space or budget")
+    return study
+
+
+class SearchStopped(UserError):
+    """Too many consecutive failures."""
+
+
+def last_reason(study: optuna.Study) -> str:
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    return failed[-1].user_attrs.get("reason", "unknown") if failed else "unknown"
+
+
+def front(study: optuna.Study, top: int = 10) -> list[FrozenTrial]:
+    """The Pareto front (feasible, trained trials), or the best `top` for a single objective."""
+    if len(study.directions) > 1:
+        trials = [t for t in study.best_trials if t.user_attrs.get("trained")]
+        return sorted(trials, key=lambda t: -t.values[0])
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("trained")]
+    return sorted(done, key=lambda t: -t.value)[:top]
+
+
+def describe_budget(budget: dict[str, Any], req: SearchRequest) -> str:
+    parts = [f"{k}={v}" for k, v in budget.items() if v is not None]
+    limits = [f"max_params={req.max_params:,}" if req.max_params else "",
+              f"max_macs={req.max_macs:,}" if req.max_macs else ""]
+    return " ".join(parts + [x for x in limits if x] + [f"device={req.device}",
+                                                         f"storage={mask_url(req.storage_url)}"])
+
+
+__all__ = ["SearchRequest", "SearchStopped", "front", "run_search"]
