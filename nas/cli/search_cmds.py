@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 from typing import Annotated, Any
 
 import optuna
@@ -19,7 +20,9 @@ from nas.search.run import (
     describe_budget,
     finished,
     front,
+    raise_terminated,
     run_search,
+    run_workers,
 )
 from nas.search.space import load_space, space_files
 from nas.search.storage import mask_url
@@ -62,6 +65,8 @@ def search(
     early_stop: Annotated[bool, typer.Option(help="Stop clearly worse trials early.")] = True,
     max_failures: Annotated[int, typer.Option(
         help="Stop after this many consecutive failed trials.")] = 5,
+    jobs: Annotated[int, typer.Option(
+        help="Worker processes on this machine (one per GPU, or CPU threads split).")] = 1,
 ) -> None:
     """Search a space: sample specs, train each briefly, record all in an Optuna study."""
     req = SearchRequest(
@@ -73,6 +78,9 @@ def search(
     )
     if max_failures < 1:
         raise UserError("--max-failures must be at least 1")
+    if jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    signal.signal(signal.SIGTERM, raise_terminated)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("starting", total=req.trials)
@@ -91,7 +99,16 @@ def search(
                 progress.console.print(f"  trial {trial.number}: {trial.state.name.lower()} "
                                        f"({trial.user_attrs.get('reason', '')})")
 
-        result = run_search(req, on_trial=on_trial, on_start=on_start)
+        if jobs == 1:
+            result = run_search(req, on_trial=on_trial, on_start=on_start)
+        else:
+            progress.console.print(f"{jobs} workers on study {req.study_name}")
+
+            def poll(st: optuna.Study) -> None:
+                progress.update(task, completed=min(finished(st), req.trials),
+                                description=best_line(st))
+
+            result = run_workers(req, jobs, poll=poll)
     print_front(result, req)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 from nas.train import Budget, TrainConfig
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -24,6 +26,7 @@ from nas.search.objective import (
 from nas.search.space import SearchSpace
 from nas.search.storage import default_storage, mask_url, open_storage
 
+log = logging.getLogger("nas.search")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SAMPLERS = ("tpe", "nsga2", "random", "gp")
 CPU_BUDGET = {"epochs": 2, "subset": 0.25}
@@ -52,6 +55,7 @@ class SearchRequest:
     device: str = "cpu"
     early_stop: bool = True
     max_failures: int = 5
+    worker_index: int = 0
 
     @property
     def study_name(self) -> str:
@@ -133,7 +137,8 @@ def open_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]:
                             f"; this run asks for {','.join(req.objectives)}: use another --study")
     budget = settle(req, recorded)
     multi = len(req.objectives) > 1
-    offset = len(existing.get_trials(deepcopy=False)) if existing else 0
+    # a resumed study or another worker must not replay the same sampler stream
+    offset = (len(existing.get_trials(deepcopy=False)) if existing else 0) + 7919 * req.worker_index
     study = optuna.create_study(
         study_name=req.study_name, storage=storage, load_if_exists=True,
         directions=directions(req.objectives),
@@ -185,8 +190,18 @@ def run_search(
     if on_trial:
         callbacks.append(on_trial)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if finished(study) < req.trials:
-        study.optimize(objective, callbacks=callbacks, catch=(TrialFailure,), gc_after_trial=True)
+    while finished(study) < req.trials and not guard.tripped:
+        try:
+            study.optimize(objective, callbacks=callbacks, catch=(TrialFailure,),
+                           gc_after_trial=True)
+            break
+        except (UpdateFinishedTrialError, ValueError) as e:
+            if isinstance(e, ValueError) and not str(e).startswith("Cannot tell a"):
+                raise
+            # Another worker declared this worker's live trial stale (its heartbeat was late)
+            # and failed it; its retry runs elsewhere, so drop ours and carry on.
+            log.warning("a running trial was failed by another worker as stale (%s); "
+                        "continuing with a new trial", e)
     if guard.tripped:
         raise SearchStopped(f"{guard.count} consecutive trials failed (last reason: "
                             f"{last_reason(study)}); stopping. See `nas report --study "
@@ -222,3 +237,74 @@ def describe_budget(budget: dict[str, Any], req: SearchRequest) -> str:
 
 
 __all__ = ["SearchRequest", "SearchStopped", "front", "run_search"]
+
+
+def worker_device(device: str, index: int) -> str:
+    """Workers rotate over the visible GPUs; CPU workers share the CPU."""
+    import torch
+
+    if device == "cuda" and torch.cuda.device_count() > 1:
+        return f"cuda:{index % torch.cuda.device_count()}"
+    return device
+
+
+def _worker(req: SearchRequest, index: int, threads: int) -> None:
+    """One worker process: its own storage connection, its share of the CPU threads."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    torch.set_num_threads(threads)
+    req = replace(req, device=worker_device(req.device, index), worker_index=index)
+    try:
+        run_search(req)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except UserError as e:
+        print(f"nas: worker {index}: error: {e}", flush=True)
+        raise SystemExit(2) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C (the running trial is marked FAIL) but exits 143."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def run_workers(
+    req: SearchRequest, jobs: int, poll: Callable[[optuna.Study], None] | None = None,
+) -> optuna.Study:
+    """N worker processes on one study; `--trials` stays the study's total."""
+    import multiprocessing as mp
+    import os
+    import time
+
+    check_objectives(req.objectives)
+    study, _ = open_study(req)  # created here once, so workers only resume it
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(req, i, threads), daemon=False)
+             for i in range(jobs)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            if poll:
+                poll(study)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+        raise
+    codes = [p.exitcode for p in procs]
+    if poll:
+        poll(study)
+    if any(codes):
+        raise SearchStopped(f"workers exited with codes {codes}; re-run the same command "
+                            f"to resume the study")
+    return study

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from nas.errors import UserError
 
@@ -81,11 +82,12 @@ def open_storage(url: str, heartbeat: bool = True, max_retry: int = 1) -> RDBSto
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     elif url.startswith("postgresql"):
         kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if heartbeat:
         kwargs.update(
             heartbeat_interval=HEARTBEAT_S,
             grace_period=GRACE_S,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=max_retry),
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         )
     try:
         return RDBStorage(url, **kwargs)

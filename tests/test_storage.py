@@ -1,0 +1,67 @@
+"""Storage opening: hostile files are refused untouched; URLs are masked."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from nas.errors import UserError
+from nas.search.storage import mask_url, open_storage
+
+
+def test_mask_url_hides_the_password() -> None:
+    masked = mask_url("postgresql://nas:s3cret@db.example:5432/nas")
+    assert "s3cret" not in masked and masked == "postgresql://nas:***@db.example:5432/nas"
+    assert mask_url("sqlite:///studies/x.db") == "sqlite:///studies/x.db"
+
+
+def test_new_sqlite_study_is_wal(tmp_path: Path) -> None:
+    db = tmp_path / "sub" / "s.db"
+    open_storage(f"sqlite:///{db}", heartbeat=False)
+    mode = sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def unchanged(path: Path, action) -> str:  # noqa: ANN001
+    before = path.read_bytes()
+    with pytest.raises(UserError) as info:
+        action()
+    assert path.read_bytes() == before
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "notes.db"
+    db.write_text("my notes, not a database\n")
+    msg = unchanged(db, lambda: open_storage(f"sqlite:///{db}"))
+    assert "not a SQLite database" in msg
+
+
+def test_a_sqlite_file_of_another_program_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE invoices (id INTEGER)")
+    msg = unchanged(db, lambda: open_storage(f"sqlite:///{db}"))
+    assert "another program" in msg
+
+
+def test_a_corrupt_sqlite_file_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "broken.db"
+    db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 2000)
+    unchanged(db, lambda: open_storage(f"sqlite:///{db}"))
+
+
+def test_a_path_that_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UserError, match="cannot create"):
+        open_storage(f"sqlite:///{blocker}/sub/s.db")
+
+
+def test_unreachable_server_is_one_masked_line() -> None:
+    with pytest.raises(UserError) as info:
+        open_storage("postgresql://nas:hunter2@127.0.0.1:1/nas")
+    assert "hunter2" not in str(info.value) and "cannot open storage" in str(info.value)
