@@ -55,7 +55,8 @@ def write(tmp_path: Path, text: str) -> Path:
     [
         ("family: resnet\ndimensions:\n  stem_width: {low: 32, high: 8}\n", "inverted range"),
         ("family: nope\ndimensions:\n  x: {choices: [1]}\n", "unknown family"),
-        ("family: resnet\nstages: [1, 2]\ndimensions:\n  depths: {low: 1, high: 2, per_stage: true}\n"
+        ("family: resnet\nstages: [1, 2]\ndimensions:\n"
+         "  depths: {low: 1, high: 2, per_stage: true}\n"
          "  widths: {choices: [8], per_stage: true}\n  colour: {choices: [1]}\n", "colour"),
         ("family: resnet\ndimensions:\n  depths: {low: 1, high: 2, per_stage: true}\n",
          "need `stages"),
