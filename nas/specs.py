@@ -62,6 +62,14 @@ class PoolStage(Frozen):
     stride: PositiveInt | None = Field(default=None, description="default: kernel")
     padding: int = Field(default=0, ge=0)
 
+    @model_validator(mode="after")
+    def _padding_fits(self) -> PoolStage:
+        if 2 * self.padding > self.kernel:  # PyTorch's pools refuse this only at forward time
+            raise ValueError(
+                f"pool padding {self.padding} is more than half the kernel {self.kernel}"
+            )
+        return self
+
     def out_size(self, size: int) -> int:
         return conv_out(size, self.kernel, self.stride or self.kernel, self.padding)
 
