@@ -77,9 +77,13 @@ def schema(
     if out is None:
         print(text)
         return
-    if out.exists():
-        raise SpecError(f"{out}: already exists; not overwriting")
-    out.write_text(text + "\n")
+    try:
+        with out.open("x", encoding="utf-8") as f:  # "x": never overwrite, even in a race
+            f.write(text + "\n")
+    except FileExistsError:
+        raise SpecError(f"{out}: already exists; not overwriting") from None
+    except OSError as e:
+        raise SpecError(f"{out}: cannot write: {e.strerror}") from None
     console.print(f"wrote {out}")
 
 
