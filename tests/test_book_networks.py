@@ -14,12 +14,13 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import count_params, randomise_batch_norm, state_shapes
+from conftest import SHIPPED_PRESETS, count_params, randomise_batch_norm, state_shapes
 from torch import nn
 
 from nas import build, load_spec
 from nas.builder.blocks import ResidualBlock
 from nas.families import ResNeXtSpec
+from nas.io import preset_names
 from nas.specs import ResidualStage
 
 # ---------------------------------------------------------------------------------------------
@@ -398,8 +399,9 @@ def book(request: pytest.FixtureRequest) -> tuple[str, nn.Module, nn.Module]:
     return name, seed.to_empty(device="cpu").eval(), build(name).eval()
 
 
-def test_every_book_network_has_a_preset() -> None:
-    assert set(SEEDS) == {n for n in SEED_PARAMS}
+def test_every_book_preset_has_its_seed_network() -> None:
+    assert set(SEEDS) == set(SEED_PARAMS) == {n for n in SHIPPED_PRESETS if n.startswith("d2l_")}
+    assert set(SEEDS) <= set(preset_names())
     for name in SEEDS:
         assert load_spec(name).in_channels == 1
 
@@ -492,5 +494,11 @@ def test_one_residual_block_is_the_books_example() -> None:
     book = ResNeXtBlock(32, 16, 1)
     x = torch.randn(4, 32, 96 // 4, 96 // 4)  # a smaller image; the block is size-agnostic
     book(x)
+    book.eval()
+    randomise_batch_norm(book, torch.Generator().manual_seed(4))
     assert count_params(ours) == count_params(book) == 6_944  # 1056 + 4640 + 1056 + 3 x 64
     assert ours.branch[1][0].groups == book.conv2.groups == 2
+    with torch.no_grad():
+        for target, source in zip(ours.state_dict().values(), block_tensors(book), strict=True):
+            target.copy_(source)
+        torch.testing.assert_close(ours(x), book(x), rtol=1e-5, atol=1e-5)
