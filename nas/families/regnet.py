@@ -41,7 +41,7 @@ class RegNetSpec(FamilySpec):
     family: Literal["regnet"] = "regnet"
     depth: PositiveInt = Field(le=64)
     w0: PositiveInt = Field(ge=8)
-    wa: float = Field(gt=0)
+    wa: float = Field(gt=0, le=256, description="slope; the RegNet paper samples 0 < wa < 256")
     wm: float = Field(gt=1, le=4)
     group_width: PositiveInt
     bottleneck_ratio: float = Field(default=1.0, gt=0, le=8)
