@@ -297,6 +297,15 @@ REFUSALS = [
         {"family": "resnext", "depths": [1], "widths": [64]},
         "give exactly one of cardinality or group_width", id="resnext-grouping",
     ),
+    pytest.param(
+        {"family": "regnet", "depth": 3, "w0": 8, "wa": 1e308, "wm": 2.0, "group_width": 8},
+        "wa: Input should be less than or equal to 256", id="regnet-huge-slope",
+    ),
+    pytest.param(
+        {"family": "regnet", "depth": 3, "w0": 8, "wa": float("inf"), "wm": 2.0,
+         "group_width": 8},
+        "wa: Input should be less than or equal to 256", id="regnet-infinite-slope",
+    ),
 ]
 
 
