@@ -330,3 +330,32 @@ def test_grouped_conv_channels_must_divide() -> None:
 def test_pool_padding_over_half_the_kernel_is_refused() -> None:
     with pytest.raises(ValidationError, match="pool padding 2 is more than half the kernel 2"):
         NetworkSpec(input_size=8, stages=[{"kind": "pool", "kernel": 2, "padding": 2}])
+
+
+# Arbitrary data in a family's fields: validation answers with a SpecError and nothing else.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
+                                                                   max_size=3),
+    max_leaves=8,
+)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.model_fields["family"].default)
+def test_arbitrary_field_values_are_valid_or_a_spec_error(family: type) -> None:
+    tag = family.model_fields["family"].default
+    keys = st.sampled_from(sorted(set(family.model_fields) - {"family"}) + ["extra"])
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=60)
+    @given(st.dictionaries(keys, JSON_VALUES, max_size=6))
+    def run(fields: dict[str, Any]) -> None:
+        try:
+            load_spec({**fields, "family": tag})
+            outcomes["valid"] += 1
+        except SpecError as error:
+            assert "\n" not in str(error)
+            outcomes["refused"] += 1
+
+    run()
+    assert outcomes["refused"] > 0, outcomes
