@@ -6,6 +6,7 @@ import gc
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -41,6 +42,7 @@ class TrialSettings:
     max_macs: int | None = None
     early_stop: bool = True
     halving: CostAwareHalving = field(default_factory=CostAwareHalving)
+    checkpoint_dir: Path | None = None
 
     @property
     def multi(self) -> bool:
@@ -102,15 +104,27 @@ class Objective:
         if reused is not None:
             copy_result(trial, reused)
             return self._values(reused.user_attrs["val_accuracy"], cost)
+        checkpoint = self._checkpoint(trial, spec.content_hash())
         result = fit(model.to(s.device), self.data, s.budget, s.config,
-                     on_epoch=self._on_epoch(trial, cost), progress=False)
+                     on_epoch=self._on_epoch(trial, cost), progress=False,
+                     checkpoint_path=checkpoint)
         del model
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
         self._record(trial, result)
         if result.stopped == "non_finite_loss":
             fail(trial, "non_finite_loss", "the loss became NaN or infinite")
         if result.stopped == "on_epoch":
             raise optuna.TrialPruned(trial.user_attrs.get("reason", "early_stopped"))
         return self._values(result.val_accuracy, cost)
+
+    def _checkpoint(self, trial: optuna.Trial, spec_hash: str) -> Path | None:
+        """Per-epoch checkpoint, named after the first try so a retried trial resumes it."""
+        if self.settings.checkpoint_dir is None:
+            return None
+        first = trial.system_attrs.get("failed_trial", trial.number)
+        self.settings.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        return self.settings.checkpoint_dir / f"trial-{first}-{spec_hash}.pt"
 
     def _gate(self, trial: optuna.Trial, cost: dict[str, float]) -> str | None:
         """Sets the cost constraints (<= 0 feasible); a reason when over a limit."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -24,7 +25,7 @@ from nas.search.objective import (
     directions,
 )
 from nas.search.space import SearchSpace
-from nas.search.storage import default_storage, mask_url, open_storage
+from nas.search.storage import default_storage, mask_url, open_storage, sqlite_path
 
 log = logging.getLogger("nas.search")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -115,7 +116,15 @@ def trial_settings(req: SearchRequest, budget: dict[str, Any]) -> TrialSettings:
                       batch_size=budget["batch_size"]),
         config=config, dataset=budget["dataset"], device=req.device,
         max_params=req.max_params, max_macs=req.max_macs, early_stop=req.early_stop,
+        checkpoint_dir=checkpoint_dir(req),
     )
+
+
+def checkpoint_dir(req: SearchRequest) -> Path:
+    """Beside a SQLite study file, else under ./studies (per machine for remote storages)."""
+    path = sqlite_path(req.storage_url)
+    base = path.parent if path is not None else Path("studies")
+    return base / "checkpoints" / req.study_name
 
 
 def open_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]:
@@ -179,10 +188,10 @@ def run_search(
     if req.trials < 1:
         raise UserError(f"--trials must be at least 1, got {req.trials}")
     check_objectives(req.objectives)
+    req.space.check()
     study, budget = open_study(req)
     data = load_data(budget["dataset"], req.data_dir, req.device, seed=budget["seed"])
     objective = Objective(req.space, data, trial_settings(req, budget))
-    req.space.check(objective.data_fields)
     if on_start:
         on_start(study, budget)
     guard = FailureGuard(req.max_failures)

@@ -147,10 +147,19 @@ class SearchSpace(Frozen):
             out.append(values)
         return out
 
-    def check(self, data_fields: dict[str, int]) -> None:
-        """Raises SpecError when the space's corner points are not valid specs."""
+    def check(self) -> None:
+        """Raises SpecError when the space names fields its family does not have.
+
+        Specs invalid only for some samples are not refused here: those trials fail with
+        reason invalid_spec and the search goes on.
+        """
+        known = set(self.family_class.model_fields)
         for values in self.corners():
-            self.to_spec(values, data_fields)
+            names = set(self.fixed) | set(self.family_class.from_sample(values))
+            unknown = sorted(names - known)
+            if unknown:
+                raise SpecError(f"space {self.name}: {', '.join(unknown)}: not a field of "
+                                f"family {self.family}")
 
 
 def space_files() -> dict[str, Path]:
