@@ -19,6 +19,7 @@ from torch import nn
 
 from nas import build, load_spec
 from nas.builder.blocks import ResidualBlock
+from nas.cost import count_macs
 from nas.families import ResNeXtSpec
 from nas.io import preset_names
 from nas.specs import ResidualStage
@@ -502,3 +503,12 @@ def test_one_residual_block_is_the_books_example() -> None:
         for target, source in zip(ours.state_dict().values(), block_tensors(book), strict=True):
             target.copy_(source)
         torch.testing.assert_close(ours(x), book(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_macs_are_the_seed_codes(name: str) -> None:
+    spec = load_spec(name)
+    with torch.device("meta"):  # MACs depend on shapes only
+        seed, ours = SEEDS[name]().eval(), build(name).eval()
+        x = torch.zeros(1, 1, spec.input_size, spec.input_size)
+    assert count_macs(ours, x) == count_macs(seed, x) > 0
