@@ -19,7 +19,7 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-settings.register_profile("explore", deadline=None, max_examples=200)
+settings.register_profile("explore", deadline=None)  # fresh random examples on each run
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # One intra-op thread: on a shared machine OpenMP threads that wait on busy cores made each
