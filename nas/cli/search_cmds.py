@@ -17,6 +17,7 @@ from nas.search.run import (
     FINISHED,
     SAMPLERS,
     SearchRequest,
+    auto_jobs,
     describe_budget,
     finished,
     front,
@@ -65,8 +66,8 @@ def search(
     early_stop: Annotated[bool, typer.Option(help="Stop clearly worse trials early.")] = True,
     max_failures: Annotated[int, typer.Option(
         help="Stop after this many consecutive failed trials.")] = 5,
-    jobs: Annotated[int, typer.Option(
-        help="Worker processes on this machine (one per GPU, or CPU threads split).")] = 1,
+    jobs: Annotated[int | None, typer.Option(
+        help="Worker processes (default: one per GPU, or one per CPU core up to 4).")] = None,
 ) -> None:
     """Search a space: sample specs, train each briefly, record all in an Optuna study."""
     req = SearchRequest(
@@ -78,6 +79,7 @@ def search(
     )
     if max_failures < 1:
         raise UserError("--max-failures must be at least 1")
+    jobs = auto_jobs(req.device) if jobs is None else jobs
     if jobs < 1:
         raise UserError("--jobs must be at least 1")
     signal.signal(signal.SIGTERM, raise_terminated)
@@ -88,7 +90,8 @@ def search(
         def on_start(st: optuna.Study, budget: dict[str, Any]) -> None:
             progress.console.print(f"[bold]study[/] {req.study_name}  [bold]space[/] "
                                    f"{req.space.name}  [bold]objectives[/] "
-                                   f"{','.join(req.objectives)}  [bold]sampler[/] {req.sampler}")
+                                   f"{','.join(req.objectives)}  [bold]sampler[/] {req.sampler}"
+                                   f"  [bold]workers[/] {jobs}")
             progress.console.print(f"[bold]budget[/] {describe_budget(budget, req)}")
             progress.update(task, completed=finished(st), description=best_line(st))
 
@@ -102,13 +105,11 @@ def search(
         if jobs == 1:
             result = run_search(req, on_trial=on_trial, on_start=on_start)
         else:
-            progress.console.print(f"{jobs} workers on study {req.study_name}")
-
             def poll(st: optuna.Study) -> None:
                 progress.update(task, completed=min(finished(st), req.trials),
                                 description=best_line(st))
 
-            result = run_workers(req, jobs, poll=poll)
+            result = run_workers(req, jobs, poll=poll, on_start=on_start)
     print_front(result, req)
 
 
@@ -127,13 +128,14 @@ def print_front(study: optuna.Study, req: SearchRequest) -> None:
     multi = len(study.directions) > 1
     table = Table(title=f"{'Pareto front' if multi else 'Best trials'} of {study.study_name}")
     for col in ("trial", "family", "val acc", "params", "MACs", "latency ms", "epochs", "hash"):
-        table.add_column(col, justify="left" if col in ("family", "hash") else "right")
+        table.add_column(col, justify="left" if col in ("family", "hash") else "right",
+                         no_wrap=True)
     for t in rows:
         a = t.user_attrs
         table.add_row(str(t.number), a.get("family", "?"), f"{a.get('val_accuracy', 0):.4f}",
-                      f"{a.get('params', 0):,}", f"{a.get('macs', 0):,}",
+                      human(a.get("params", 0)), human(a.get("macs", 0)),
                       f"{a.get('latency_ms', math.nan):.2f}", str(a.get("epochs_run", "")),
-                      a.get("spec_hash", ""))
+                      a.get("spec_hash", "")[:8])
     console.print(table)
     states = [t.state for t in study.get_trials(deepcopy=False)]
     console.print(" ".join(f"{s.name.lower()} {states.count(s)}" for s in sorted(
@@ -144,6 +146,14 @@ def print_front(study: optuna.Study, req: SearchRequest) -> None:
     console.print(f"report:    nas report --study {name}{where}")
     out = f"studies/{name}-pareto"
     console.print(f"export:    nas export --study {name}{where} --pareto --out {out}")
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:g}"
 
 
 @app.command()

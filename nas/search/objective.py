@@ -11,15 +11,14 @@ from typing import Any
 
 import optuna
 import torch
-from nas.train import Budget, EpochStats, TrainConfig, fit, latency_ms
 from optuna.trial import TrialState
 
-from nas.builder import build
 from nas.cost import measure
 from nas.data import DataSplits
 from nas.errors import SpecError, UserError
 from nas.search.pruning import CostAwareHalving, Peer
 from nas.search.space import SearchSpace
+from nas.train import Budget, EpochStats, TrainConfig, fit, latency_ms, seeded_build
 
 COSTS = ("params", "macs", "latency")
 COST_ATTR = {"params": "params", "macs": "macs", "latency": "latency_ms"}
@@ -88,8 +87,7 @@ class Objective:
 
     def _run(self, trial: optuna.Trial, spec: Any) -> float | tuple[float, ...]:
         s = self.settings
-        torch.manual_seed(s.config.seed)
-        model = build(spec)
+        model = seeded_build(spec, s.config.seed)  # as `nas train` builds it, for export
         cost = measure(model, spec.in_channels, spec.input_size).as_dict()
         cost["latency_ms"] = latency_ms(
             model, (1, spec.in_channels, spec.input_size, spec.input_size), s.device)
@@ -122,7 +120,7 @@ class Objective:
         """Per-epoch checkpoint, named after the first try so a retried trial resumes it."""
         if self.settings.checkpoint_dir is None:
             return None
-        first = trial.system_attrs.get("failed_trial", trial.number)
+        first = first_try(trial)
         self.settings.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         return self.settings.checkpoint_dir / f"trial-{first}-{spec_hash}.pt"
 
@@ -172,6 +170,7 @@ class Objective:
         for key in ("val_accuracy", "wall_time_s", "images_per_second", "epochs_run", "steps",
                     "seed", "device", "environment", "stopped"):
             trial.set_user_attr(key, r.get(key))
+        trial.set_user_attr("resumed_epochs", result.resumed_from_epoch)
         trial.set_user_attr("curve", [e.val_accuracy for e in result.curve])
         trial.set_user_attr("loss_curve", [e.train_loss for e in result.curve])
 
@@ -181,6 +180,14 @@ def fail(trial: optuna.Trial, reason: str, detail: str) -> None:
     trial.set_user_attr("reason", reason)
     trial.set_user_attr("detail", detail[:500])
     raise TrialFailure(f"{reason}: {detail}")
+
+
+def first_try(trial: optuna.Trial) -> int:
+    """The number of the trial this one retries (heartbeat retry), else its own."""
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number == trial.number:
+            return int(t.system_attrs.get("failed_trial", trial.number))
+    return trial.number
 
 
 def release_memory() -> None:

@@ -1,0 +1,234 @@
+"""Faults: killed workers, signals, stale trials, OOM, NaN, many workers on SQLite and PostgreSQL.
+
+These drive real `nas search` processes on real Fashion-MNIST and real databases.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from nas.builder import build
+from nas.cost import measure
+from nas.io import parse_spec
+from nas.search import objective as objective_module
+from nas.search.run import SearchRequest, run_search
+from nas.search.space import load_space
+from nas.search.storage import open_storage
+
+pytestmark = pytest.mark.slow
+PG_URL = os.environ.get("NAS_TEST_POSTGRES_URL")
+ENV = {**os.environ, "NAS_HEARTBEAT_S": "1", "NAS_GRACE_S": "3", "PYTHONUNBUFFERED": "1"}
+BUDGET = ["--epochs", "3", "--subset", "0.03", "--batch-size", "64", "--device", "cpu"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'study.db'}"
+    elif PG_URL is None:
+        pytest.skip("NAS_TEST_POSTGRES_URL not set (make test starts a server)")
+    else:
+        yield PG_URL
+
+
+def search_args(storage: str, study: str, trials: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "nas", "search", "--space", "resnext", "--trials",
+            str(trials), "--study", study, "--storage", storage, *BUDGET, *extra]
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def load(storage: str, study: str) -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=open_storage(storage, heartbeat=False))
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:  # noqa: ANN001
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
+
+
+def running_mid_trial(storage: str, study: str) -> bool:
+    """A trial is RUNNING and has finished at least one epoch (so a checkpoint exists)."""
+    try:
+        trials = load(storage, study).get_trials(states=(TrialState.RUNNING,))
+    except KeyError:
+        return False
+    return any(t.user_attrs.get("curve") for t in trials)
+
+
+def check_study(storage: str, study: str, target: int) -> list[optuna.trial.FrozenTrial]:
+    """Target reached, unique numbers, nothing RUNNING, costs recomputable from stored specs."""
+    trials = load(storage, study).get_trials()
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) >= target
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            spec = parse_spec(t.user_attrs["spec"])
+            cost = measure(build(spec), spec.in_channels, spec.input_size)
+            assert (cost.params, cost.macs) == (t.user_attrs["params"], t.user_attrs["macs"])
+    return trials
+
+
+def test_sigkill_mid_trial_is_failed_retried_and_resumed(storage_url: str, tmp_path: Path) -> None:
+    study = f"kill-{uuid.uuid4().hex[:8]}"
+    worker = start(search_args(storage_url, study, 3), tmp_path)
+    wait_for(lambda: running_mid_trial(storage_url, study))
+    victim = load(storage_url, study).get_trials(states=(TrialState.RUNNING,))[0]
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert load(storage_url, study).trials[victim.number].state == TrialState.RUNNING
+    time.sleep(4)  # past the grace period: the next worker declares it stale
+    rerun = subprocess.run(search_args(storage_url, study, 3), cwd=tmp_path, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    trials = check_study(storage_url, study, 3)
+    assert trials[victim.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].params == victim.params
+    assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retries[0].user_attrs.get("resumed_epochs", 0) >= 1, "resumed from its checkpoint"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_fail_the_running_trial_and_the_next_run_resumes(
+    sig: signal.Signals, code: int, tmp_path: Path
+) -> None:
+    url, study = f"sqlite:///{tmp_path / 's.db'}", "sig"
+    worker = start(search_args(url, study, 2), tmp_path)
+    wait_for(lambda: running_mid_trial(url, study))
+    worker.send_signal(sig)
+    out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == code, out
+    assert "Traceback" not in out
+    states = [t.state for t in load(url, study).trials]
+    assert TrialState.RUNNING not in states and TrialState.FAIL in states
+    rerun = subprocess.run(search_args(url, study, 2), cwd=tmp_path, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    check_study(url, study, 2)
+
+
+def test_a_live_trial_declared_stale_is_logged_and_the_worker_carries_on(tmp_path: Path) -> None:
+    url, study = f"sqlite:///{tmp_path / 's.db'}", "stale"
+    worker = start(search_args(url, study, 2), tmp_path)
+    wait_for(lambda: running_mid_trial(url, study))
+    live = load(url, study).get_trials(states=(TrialState.RUNNING,))[0]
+    storage = open_storage(url, heartbeat=False)
+    storage.set_trial_state_values(live._trial_id, state=TrialState.FAIL)  # as a peer would
+    out, _ = worker.communicate(timeout=300)
+    assert worker.returncode == 0, out
+    assert "failed by another worker as stale" in out
+    check_study(url, study, 2)
+
+
+def tiny_request(tmp_path: Path, **kw: object) -> SearchRequest:
+    return SearchRequest(space=load_space("resnext"), trials=2, study="s",
+                         storage=f"sqlite:///{tmp_path / 's.db'}", epochs=1, subset=0.02,
+                         batch_size=64, device="cpu", **kw)  # type: ignore[arg-type]
+
+
+def test_out_of_memory_fails_one_trial_and_the_study_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fit, calls = objective_module.fit, []
+
+    def fit_once_oom(*args: object, **kwargs: object):  # noqa: ANN202
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(objective_module, "fit", fit_once_oom)
+    study = run_search(tiny_request(tmp_path))
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.user_attrs["reason"] for t in failed] == ["oom"]
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
+
+
+def test_non_finite_loss_fails_trials_and_consecutive_failures_stop(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    args = search_args(url, "nan", 5, "--lr", "1e12", "--max-failures", "2")
+    run = subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "2 consecutive trials failed" in run.stderr and "non_finite_loss" in run.stderr
+    reasons = {t.user_attrs.get("reason") for t in load(url, "nan").trials}
+    assert reasons == {"non_finite_loss"}
+
+
+def test_invalid_spec_from_a_user_space_fails_that_trial(tmp_path: Path) -> None:
+    space = tmp_path / "odd.yaml"
+    space.write_text(
+        "family: resnext\nfixed: {stem: simple, bottleneck_ratio: 1.0}\nstages: [1, 1]\n"
+        "dimensions:\n  depths: {low: 1, high: 1, per_stage: true}\n"
+        "  widths: {choices: [10, 12], per_stage: true}\n  group_width: {choices: [4]}\n")
+    req = tiny_request(tmp_path, max_failures=50)
+    req.space = load_space(space)
+    req.trials = 3
+    study = run_search(req)
+    reasons = {t.user_attrs.get("reason") for t in study.get_trials(states=(TrialState.FAIL,))}
+    assert reasons <= {"invalid_spec"}
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
+
+
+@pytest.mark.skipif(PG_URL is None, reason="NAS_TEST_POSTGRES_URL not set")
+def test_three_workers_share_one_postgres_study(tmp_path: Path) -> None:
+    study = f"pg3-{uuid.uuid4().hex[:8]}"
+    args = search_args(PG_URL, study, 6, "--epochs", "1")  # type: ignore[arg-type]
+    workers = [start(args, tmp_path) for _ in range(3)]
+    outputs = [w.communicate(timeout=400)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], outputs
+    assert all("nas-test-secret" not in o for o in outputs), "credentials must be masked"
+    trials = check_study(PG_URL, study, 6)  # type: ignore[arg-type]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) <= 6 + 2, "workers stop at the shared target"
+
+
+def test_chaos_random_kills_and_restarts(tmp_path: Path) -> None:
+    url, study, target = f"sqlite:///{tmp_path / 's.db'}", "chaos", 8
+    args = search_args(url, study, target, "--epochs", "2")
+    rng, start_time, kills = random.Random(7), time.monotonic(), 0
+    workers = [start(args, tmp_path) for _ in range(3)]
+    for _ in range(4):
+        time.sleep(rng.uniform(3, 8))
+        alive = [w for w in workers if w.poll() is None]
+        if not alive:
+            break
+        victim = rng.choice(alive)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        kills += 1
+        workers[workers.index(victim)] = start(args, tmp_path)
+    for w in workers:
+        w.communicate(timeout=400)
+    time.sleep(4)
+    final = subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                           timeout=400)  # a last run cleans up whatever the last kill left
+    assert final.returncode == 0, final.stdout + final.stderr
+    trials = check_study(url, study, target)
+    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    print(f"\nchaos: 3 workers, {kills} SIGKILLs, {len(trials)} trials {counts}, "
+          f"{time.monotonic() - start_time:.0f} s")
