@@ -232,10 +232,22 @@ def front(study: optuna.Study, top: int = 10) -> list[FrozenTrial]:
     """The Pareto front (feasible, trained trials), or the best `top` for a single objective."""
     if len(study.directions) > 1:
         trials = [t for t in study.best_trials if t.user_attrs.get("trained")]
-        return sorted(trials, key=lambda t: -t.values[0])
+        return unique_architectures(sorted(trials, key=lambda t: (-t.values[0], t.number)))
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get("trained")]
-    return sorted(done, key=lambda t: -t.value)[:top]
+    return unique_architectures(sorted(done, key=lambda t: (-t.value, t.number)))[:top]
+
+
+def unique_architectures(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The first trial of each architecture (reused results repeat their source's values)."""
+    seen: set[str] = set()
+    out = []
+    for t in trials:
+        key = t.user_attrs.get("spec_hash", str(t.number))
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
 
 
 def describe_budget(budget: dict[str, Any], req: SearchRequest) -> str:
