@@ -1,0 +1,114 @@
+"""Plotly figures, each drawn from one frame of nas.report.frames (no study access here)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from nas.report.frames import (
+    COST_COLUMNS,
+    COST_LABELS,
+    Comparison,
+    Importances,
+    evaluated,
+    front_frame,
+    spec_text,
+)
+
+FRONT_TRACE = "Pareto front"
+HOVER = ("trial %{{customdata[0]}}<br>val acc %{{y:.4f}}<br>{cost} %{{x:,.4g}}"
+         "<br><br>%{{customdata[1]}}<extra>%{{fullData.name}}</extra>")
+
+
+def family_colors(families: list[str]) -> dict[str, str]:
+    """A stable colour per family (sorted order)."""
+    palette = qualitative.Plotly
+    return {f: palette[i % len(palette)] for i, f in enumerate(sorted(families))}
+
+
+def scatter(points: pd.DataFrame, cost: str, name: str, **style: object) -> go.Scatter:
+    """Accuracy against one cost, hover with trial number and spec."""
+    custom = [[int(n), spec_text(s)] for n, s in zip(points["number"], points["spec"])]
+    return go.Scatter(x=points[COST_COLUMNS[cost]].tolist(), y=points["val_accuracy"].tolist(),
+                      name=name, customdata=custom,
+                      hovertemplate=HOVER.format(cost=COST_LABELS[cost]), **style)
+
+
+def pareto_figure(frame: pd.DataFrame, costs: list[str]) -> go.Figure:
+    """Accuracy against each cost: evaluated trials by family, and the 2-D Pareto front."""
+    fig = make_subplots(rows=1, cols=len(costs), shared_yaxes=True, horizontal_spacing=0.04)
+    points = evaluated(frame)
+    colors = family_colors(points["family"].unique().tolist())
+    for col, cost in enumerate(costs, start=1):
+        for family, group in points.groupby("family", sort=True):
+            fig.add_trace(scatter(group, cost, str(family), mode="markers", legendgroup=family,
+                                  showlegend=col == 1, marker={"color": colors[family]}),
+                          row=1, col=col)
+        fig.add_trace(scatter(front_frame(frame, cost), cost, FRONT_TRACE, mode="lines+markers",
+                              line={"shape": "hv", "color": "black"}, legendgroup="front",
+                              showlegend=col == 1, marker={"symbol": "circle-open", "size": 11}),
+                      row=1, col=col)
+        fig.update_xaxes(title_text=COST_LABELS[cost], type="log", row=1, col=col)
+    fig.update_yaxes(title_text="validation accuracy", row=1, col=1)
+    fig.update_layout(title="Accuracy against cost (Pareto front per cost)", height=480,
+                      hoverlabel={"align": "left"})
+    return fig
+
+
+def history_figure(history: pd.DataFrame) -> go.Figure:
+    """Validation accuracy by trial number, and the best so far."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=history["number"].tolist(), y=history["val_accuracy"].tolist(),
+                             mode="markers", name="trial"))
+    fig.add_trace(go.Scatter(x=history["number"].tolist(), y=history["best_so_far"].tolist(),
+                             mode="lines", line={"shape": "hv"}, name="best so far"))
+    fig.update_layout(title="Optimisation history", xaxis_title="trial",
+                      yaxis_title="validation accuracy", height=420)
+    return fig
+
+
+def importance_figure(importances: Importances) -> go.Figure:
+    """Horizontal bars, most important parameter on top."""
+    frame = importances.frame.iloc[::-1]
+    fig = go.Figure(go.Bar(x=frame["importance"].tolist(), y=frame["param"].tolist(),
+                           orientation="h", name="importance"))
+    fig.update_layout(title=f"Parameter importances for validation accuracy (PED-ANOVA: top "
+                            f"{importances.top:.0%} of trials against all)",
+                      xaxis_title="importance (normalised)",
+                      height=max(300, 40 + 26 * len(frame)))
+    return fig
+
+
+def edf_trace(edf: pd.DataFrame, name: str) -> go.Scatter:
+    """One EDF as a step line."""
+    return go.Scatter(x=edf["error"].tolist(), y=edf["fraction"].tolist(), mode="lines",
+                      line={"shape": "hv"}, name=name,
+                      hovertemplate="error %{x:.4f}<br>fraction %{y:.3f}<extra>%{fullData.name}"
+                                    "</extra>")
+
+
+def edf_figure(edf: pd.DataFrame, name: str) -> go.Figure:
+    """EDF of errors of one study's trained models."""
+    fig = go.Figure(edf_trace(edf, f"{name} (n={len(edf)})"))
+    fig.update_layout(title="Error EDF (fraction of trained models with error <= x)",
+                      xaxis_title="validation error (1 - accuracy)",
+                      yaxis_title="cumulative fraction", yaxis_range=[0, 1.02], height=420)
+    return fig
+
+
+def compare_figure(comparison: Comparison) -> go.Figure:
+    """EDFs of several studies over their common cost range, with trial counts in the legend."""
+    fig = go.Figure()
+    for row in comparison.counts.itertuples():
+        edf = comparison.edf[comparison.edf["study"] == row.study]
+        fig.add_trace(edf_trace(edf, f"{row.study} ({row.in_range} of {row.total} trials "
+                                     f"in range)"))
+    label = COST_LABELS[comparison.cost]
+    fig.update_layout(
+        title=f"Error EDFs at matched cost: {label} in [{comparison.low:,.4g}, "
+              f"{comparison.high:,.4g}]",
+        xaxis_title="validation error (1 - accuracy)", yaxis_title="cumulative fraction",
+        yaxis_range=[0, 1.02], height=460)
+    return fig

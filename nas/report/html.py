@@ -1,0 +1,155 @@
+"""Self-contained HTML pages: plotly.js inline, each figure's JSON in its own script tag."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import math
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from nas.errors import UserError
+from nas.report import figures
+from nas.report.frames import (
+    Comparison,
+    edf_frame,
+    evaluated,
+    history_frame,
+    importance_data,
+    study_costs,
+    study_info,
+    trials_frame,
+)
+
+GENERATOR = "nas report"
+MARKER = f'<meta name="generator" content="{GENERATOR}">'
+STYLE = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}"
+         "table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 10px;"
+         "border-bottom:1px solid #ddd;text-align:right}th{background:#f4f4f4}"
+         ".note{color:#555;font-style:italic}")
+BOOT = ("document.querySelectorAll('script.nas-figure').forEach(function(s){"
+        "var f=JSON.parse(s.textContent);"
+        "Plotly.newPlot(s.dataset.target,f.data,f.layout,{responsive:true,displaylogo:false});});")
+EDF_NOTE = ("Each point is a distinct architecture trained to the full budget (pruned, failed, "
+            "over-budget and reused trials left out). The RegNet EDF assumes random sampling; "
+            "a TPE or NSGA-II study over-samples good regions, so compare studies run with the "
+            "same sampler.")
+
+
+def figure_block(fig: go.Figure, key: str) -> str:
+    """A div and the figure's JSON in a script tag (parsed and drawn by BOOT)."""
+    data = pio.to_json(fig, validate=False).replace("</", "<\\/")
+    return (f'<div id="fig-{key}" class="nas-plot"></div>\n<script type="application/json" '
+            f'class="nas-figure" id="fig-{key}-data" data-target="fig-{key}">{data}</script>')
+
+
+def page(title: str, body: list[str]) -> str:
+    """A whole HTML document with plotly.js inline (opens offline)."""
+    stamp = dt.datetime.now().isoformat(timespec="seconds")
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', MARKER,
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style>",
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>',
+        f"<h1>{html.escape(title)}</h1>", *body,
+        f'<p class="note">written by nas on {stamp}</p>', f"<script>{BOOT}</script>",
+        "</body></html>", ""])
+
+
+def table(frame: pd.DataFrame) -> str:
+    """A small HTML table (values escaped; floats to 4 significant digits)."""
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:,.4g}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell(v))}</td>" for v in r) + "</tr>"
+                   for r in frame.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+def summary_block(study: optuna.Study) -> str:
+    """The study's space, objectives, budget and trial counts."""
+    info = study_info(study)
+    rows = [("space", info["space"]), ("objectives", ", ".join(info["objectives"])),
+            *info["budget"].items(), ("nas version", info["nas_version"]),
+            ("trials", ", ".join(f"{s} {n}" for s, n in info["states"].items()) or "none")]
+    return table(pd.DataFrame(rows, columns=["setting", "value"]))
+
+
+def front_table(frame: pd.DataFrame) -> str:
+    """The study's own Pareto front (over all its objectives) as a table."""
+    front = frame[frame["on_front"]].sort_values("val_accuracy", ascending=False)
+    if front.empty:
+        return '<p class="note">no trained feasible trial yet: no front</p>'
+    cols = ["number", "family", "val_accuracy", "params", "macs", "latency_ms", "spec_hash"]
+    shown = front[cols].rename(columns={"number": "trial", "val_accuracy": "val acc",
+                                        "latency_ms": "latency ms", "spec_hash": "hash"})
+    shown = shown.astype({"params": "Int64", "macs": "Int64"}).astype(object)
+    return table(shown.where(shown.notna(), ""))
+
+
+def report_html(study: optuna.Study) -> str:
+    """The whole report of one study."""
+    frame = trials_frame(study)
+    importances = importance_data(study, frame)
+    done = evaluated(frame)
+    imp = (f'<p class="note">{html.escape(importances.note)}</p>' if importances.note
+           else figure_block(figures.importance_figure(importances), "importance"))
+    return page(f"nas study {study.study_name}", [
+        summary_block(study),
+        "<h2>Pareto front</h2>",
+        '<p class="note">Lines: for each cost, the trials no other trial beats on both accuracy '
+        "and that cost. Hover a point for its spec. The table lists the study's front over "
+        "all its objectives.</p>",
+        figure_block(figures.pareto_figure(frame, study_costs(study)), "pareto"),
+        front_table(frame),
+        "<h2>Optimisation history</h2>",
+        figure_block(figures.history_figure(history_frame(frame)), "history"),
+        "<h2>Parameter importances</h2>", imp,
+        "<h2>EDF of errors</h2>", f'<p class="note">{EDF_NOTE}</p>',
+        figure_block(figures.edf_figure(edf_frame(done["error"]), study.study_name), "edf"),
+    ])
+
+
+def compare_html(comparison: Comparison, urls: dict[str, str]) -> str:
+    """The EDF comparison page of several studies."""
+    counts = comparison.counts.rename(columns={"in_range": "trials in range",
+                                               "total": "trained trials"})
+    counts.insert(1, "storage", [urls[s] for s in counts["study"]])
+    return page("nas compare: " + ", ".join(comparison.counts["study"]), [
+        table(counts),
+        f'<p class="note">Each study is restricted to the {comparison.cost} range all studies '
+        f"cover, [{comparison.low:,.4g}, {comparison.high:,.4g}], as in Radosavovic et al. "
+        f"2020; a curve further up and left is a better design space. {EDF_NOTE}</p>",
+        figure_block(figures.compare_figure(comparison), "compare"),
+    ])
+
+
+def is_nas_page(path: Path) -> bool:
+    """Whether a file starts like a page this module wrote."""
+    try:
+        with path.open("rb") as f:
+            return MARKER.encode() in f.read(512)
+    except OSError:
+        return False
+
+
+def write_page(text: str, out: Path, overwrite: bool = False) -> Path:
+    """Writes the page; replaces an earlier nas page, refuses any other file unless asked."""
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give a file name ending in .html")
+    if out.exists() and not overwrite and not is_nas_page(out):
+        raise UserError(f"{out}: exists and is not a nas report; not overwriting "
+                        f"(use --overwrite or another --out)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror}") from None
+    return out
