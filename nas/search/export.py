@@ -53,10 +53,10 @@ def select_trials(study: optuna.Study, pareto: bool, best: bool,
         return "trials", pick_numbers(study, numbers)
     if best or len(study.directions) == 1:
         return ("best" if best else "pareto"), [best_trial(study)]
-    front = {t.user_attrs.get("spec_hash"): t for t in reversed(study_front(study))}
+    front = study_front(study)  # one trial per architecture
     if not front:
         raise UserError(f"study {study.study_name} has no trained feasible trial yet")
-    return "pareto", sorted(front.values(), key=lambda t: t.number)
+    return "pareto", sorted(front, key=lambda t: t.number)
 
 
 def trial_file(trial: FrozenTrial) -> str:
