@@ -58,7 +58,8 @@ def add_trial(study: optuna.Study, space: Any, kind: str, acc: float,
     params = sum(p.numel() for p in build(spec).parameters())
     attrs = {"spec": spec.model_dump(mode="json"), "spec_hash": spec.content_hash(),
              "family": spec.family, "budget_key": "k", "params": params, "macs": 40 * params,
-             "latency_ms": 0.2 + params / 1e5, "seed": 0, "device": "cpu"}
+             "latency_ms": 0.2 + params / 1e5, "seed": 0, "device": "cpu",
+             "environment": {"device": "cpu", "threads": 1}}
     if kind == "over_budget":  # as if sampled from a larger space
         attrs["params"] = params = MAX_PARAMS + params
     if kind == "reused":

@@ -65,12 +65,17 @@ def trial_file(trial: FrozenTrial) -> str:
     return f"trial-{trial.number:04d}-{a.get('family', 'spec')}-{a.get('spec_hash', 'nohash')}.yaml"
 
 
-def train_command(spec_path: Path, budget: dict[str, Any], run_dir: Path) -> str:
-    """The `nas train` command line that repeats a trial's training budget and seed."""
+def train_command(spec_path: Path, budget: dict[str, Any], trial: FrozenTrial,
+                  run_dir: Path) -> str:
+    """The `nas train` command that repeats a trial: same budget, seed, device and CPU threads
+    (the thread count changes summation order, and a short run amplifies the difference)."""
+    threads = (trial.user_attrs.get("environment") or {}).get("threads")
+    settings = {**budget, "device": trial.user_attrs.get("device"),
+                "threads": threads if trial.user_attrs.get("device") == "cpu" else None}
     argv = ["nas", "train", str(spec_path)]
-    for key in BUDGET_KEYS:
-        if budget.get(key) is not None:
-            argv += [f"--{key.replace('_', '-')}", str(budget[key])]
+    for key, value in settings.items():
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
     return shlex.join(argv + ["--out", str(run_dir)])
 
 
@@ -103,7 +108,7 @@ def export_trials(study: optuna.Study, trials: list[FrozenTrial], out: Path, sel
     for trial, file in zip(trials, files):
         spec = parse_spec(trial.user_attrs["spec"], f"trial {trial.number}")
         save_spec(spec, out / file)
-        command = train_command(out / file, budget, out / "runs" / Path(file).stem)
+        command = train_command(out / file, budget, trial, out / "runs" / Path(file).stem)
         entries.append(manifest_entry(trial, file, command))
     manifest = {
         "study": study.study_name, "storage": mask_url(storage_url),
