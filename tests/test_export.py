@@ -116,3 +116,13 @@ def test_search_export_train_round_trip(run_nas: Any, tmp_path: Path) -> None:
     assert result.code == 0, result.err
     reproduced = json.loads((tmp_path / "run" / "result.json").read_text())["val_accuracy"]
     assert abs(reproduced - entry["val_accuracy"]) <= TOLERANCE, (reproduced, entry)
+
+
+def test_export_pareto_of_a_single_objective_study_is_its_best(run_nas: Any,
+                                                               tmp_path: Path) -> None:
+    single = make_study(tmp_path / "one.db", name="one", objectives=("accuracy",), n=6)
+    result = run_nas("export", "--storage", f"sqlite:///{tmp_path}/one.db",
+                     "--out", str(tmp_path / "out"))
+    assert result.code == 0, result.err
+    [entry] = json.loads((tmp_path / "out" / "manifest.json").read_text())["trials"]
+    assert entry["number"] == single.best_trial.number

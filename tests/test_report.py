@@ -326,3 +326,18 @@ def test_compare_overlays_edfs_with_counts_in_range(run_nas: Any, tmp_path: Path
 def test_compare_needs_two_studies(run_nas: Any) -> None:
     result = run_nas("compare", "--study", "a")
     assert result.code == 2 and "two or more" in result.err
+
+
+def test_report_of_a_single_objective_study_plots_params_and_macs(
+        run_nas: Any, tmp_path: Path) -> None:
+    single = make_study(tmp_path / "one.db", name="one", objectives=("accuracy",), n=8)
+    out = tmp_path / "one.html"
+    result = run_nas("report", "--storage", f"sqlite:///{tmp_path}/one.db", "--out", str(out))
+    assert result.code == 0, result.err
+    fronts = [t for t in figures_in(out.read_text())["pareto"]["data"]
+              if t["name"] == "Pareto front"]
+    frame = trials_frame(single)
+    assert [f["x"] for f in fronts] == [front_frame(frame, c)[c].tolist()
+                                        for c in ("params", "macs")]
+    assert frame.loc[frame["on_front"], "number"].tolist() == [
+        int(frame.loc[frame["val_accuracy"].idxmax(), "number"])]

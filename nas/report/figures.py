@@ -13,6 +13,7 @@ from nas.report.frames import (
     Comparison,
     Importances,
     evaluated,
+    format_cost,
     front_frame,
     spec_text,
 )
@@ -107,8 +108,8 @@ def compare_figure(comparison: Comparison) -> go.Figure:
                                      f"in range)"))
     label = COST_LABELS[comparison.cost]
     fig.update_layout(
-        title=f"Error EDFs at matched cost: {label} in [{comparison.low:,.4g}, "
-              f"{comparison.high:,.4g}]",
+        title=f"Error EDFs at matched cost: {label} in [{format_cost(comparison.low)}, "
+              f"{format_cost(comparison.high)}]",
         xaxis_title="validation error (1 - accuracy)", yaxis_title="cumulative fraction",
         yaxis_range=[0, 1.02], height=460)
     return fig

@@ -166,6 +166,20 @@ class Importances(NamedTuple):
     top: float  # the fraction of trials counted as top
 
 
+def accuracy_study(trials: list[FrozenTrial]) -> optuna.Study:
+    """An in-memory single-objective copy of trials, valued by validation accuracy."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line on stderr
+    try:
+        proxy = optuna.create_study(direction="maximize")
+    finally:
+        optuna.logging.set_verbosity(level)
+    proxy.add_trials([optuna.trial.create_trial(
+        params=t.params, distributions=t.distributions,
+        value=float(t.user_attrs["val_accuracy"])) for t in trials])
+    return proxy
+
+
 def importance_data(study: optuna.Study, frame: pd.DataFrame) -> Importances:
     """PED-ANOVA importances: which parameters set the top trials apart from all evaluated ones."""
     empty = pd.DataFrame({"param": pd.Series(dtype=str), "importance": pd.Series(dtype=float)})
@@ -174,10 +188,7 @@ def importance_data(study: optuna.Study, frame: pd.DataFrame) -> Importances:
     if len(trials) < MIN_IMPORTANCE_TRIALS:
         return Importances(empty, f"parameter importances need at least {MIN_IMPORTANCE_TRIALS}"
                                   f" trained trials; this study has {len(trials)}", 0.0)
-    proxy = optuna.create_study(direction="maximize")
-    proxy.add_trials([optuna.trial.create_trial(
-        params=t.params, distributions=t.distributions,
-        value=float(t.user_attrs["val_accuracy"])) for t in trials])
+    proxy = accuracy_study(trials)
     top = max(0.1, 2 / len(trials))  # at least two trials in the top group
     evaluator = optuna.importance.PedAnovaImportanceEvaluator(target_quantile=top)
     try:
@@ -214,7 +225,7 @@ def compare_frames(frames: dict[str, pd.DataFrame], cost: str) -> Comparison:
     low = max(float(p[column].min()) for p in points.values())
     high = min(float(p[column].max()) for p in points.values())
     if low > high:
-        spans = "; ".join(f"{n} {p[column].min():,.4g}..{p[column].max():,.4g}"
+        spans = "; ".join(f"{n} {format_cost(p[column].min())}..{format_cost(p[column].max())}"
                           for n, p in points.items())
         raise UserError(f"the studies' {cost} ranges do not overlap ({spans}): nothing to compare")
     edfs, counts = [], []
@@ -229,13 +240,16 @@ def compare_frames(frames: dict[str, pd.DataFrame], cost: str) -> Comparison:
 def study_info(study: optuna.Study) -> dict[str, Any]:
     """The study's recorded settings and its trial counts by state."""
     attrs = study.user_attrs
-    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state.name.lower() for t in trials]
     return {
         "study": study.study_name, "space": attrs.get("space", "?"),
         "objectives": attrs.get("objectives") or ["accuracy"] * len(study.directions),
         "budget": {k: attrs[k] for k in BUDGET_KEYS if k in attrs},
         "nas_version": attrs.get("nas_version", "?"),
         "states": {s: states.count(s) for s in sorted(set(states))},
+        "over_budget": sum(not all(v <= 0 for v in t.constraints.values()) for t in trials),
+        "reused": sum(t.user_attrs.get("reused_from") is not None for t in trials),
     }
 
 
@@ -244,6 +258,11 @@ def spec_text(spec: dict[str, Any] | None, sep: str = "<br>") -> str:
     if not spec:
         return "(no spec)"
     return sep.join(f"{k}: {json.dumps(v, separators=(',', ':'))}" for k, v in spec.items())
+
+
+def format_cost(value: float) -> str:
+    """A cost for people: whole counts with separators, small values (latency) to 3 digits."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def study_costs(study: optuna.Study) -> list[str]:

@@ -19,6 +19,7 @@ from nas.report.frames import (
     Comparison,
     edf_frame,
     evaluated,
+    format_cost,
     history_frame,
     importance_data,
     study_costs,
@@ -78,7 +79,8 @@ def summary_block(study: optuna.Study) -> str:
     info = study_info(study)
     rows = [("space", info["space"]), ("objectives", ", ".join(info["objectives"])),
             *info["budget"].items(), ("nas version", info["nas_version"]),
-            ("trials", ", ".join(f"{s} {n}" for s, n in info["states"].items()) or "none")]
+            ("trials", ", ".join(f"{s} {n}" for s, n in info["states"].items()) or "none"),
+            ("of which", f"over budget {info['over_budget']}, reused {info['reused']}")]
     return table(pd.DataFrame(rows, columns=["setting", "value"]))
 
 
@@ -122,11 +124,14 @@ def compare_html(comparison: Comparison, urls: dict[str, str]) -> str:
     counts = comparison.counts.rename(columns={"in_range": "trials in range",
                                                "total": "trained trials"})
     counts.insert(1, "storage", [urls[s] for s in counts["study"]])
+    span = f"[{format_cost(comparison.low)}, {format_cost(comparison.high)}]"
+    caveat = (" Latency was measured on each study's own machine; compare only studies run on "
+              "the same one." if comparison.cost == "latency" else "")
     return page("nas compare: " + ", ".join(comparison.counts["study"]), [
         table(counts),
         f'<p class="note">Each study is restricted to the {comparison.cost} range all studies '
-        f"cover, [{comparison.low:,.4g}, {comparison.high:,.4g}], as in Radosavovic et al. "
-        f"2020; a curve further up and left is a better design space. {EDF_NOTE}</p>",
+        f"cover, {span}, as in Radosavovic et al. 2020; a curve further up and left is a better "
+        f"design space.{caveat} {EDF_NOTE}</p>",
         figure_block(figures.compare_figure(comparison), "compare"),
     ])
 
