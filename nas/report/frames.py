@@ -18,6 +18,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import UserError
+from nas.search.run import front
 from nas.search.storage import default_storage, mask_url, open_storage, sqlite_path, study_names
 
 COST_COLUMNS = {"params": "params", "macs": "macs", "latency": "latency_ms"}
@@ -88,8 +89,6 @@ def load_study(study: str | None, storage: str | None) -> optuna.Study:
 
 def study_front(study: optuna.Study) -> list[FrozenTrial]:
     """The study's Pareto front of trained feasible trials; the best such trial if one objective."""
-    from nas.search.run import front  # the search driver owns the definition
-
     return front(study, top=1)
 
 
