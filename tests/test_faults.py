@@ -5,6 +5,7 @@ These drive real `nas search` processes on real Fashion-MNIST and real databases
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -31,7 +32,8 @@ from nas.search.storage import open_storage
 pytestmark = pytest.mark.slow
 PG_URL = os.environ.get("NAS_TEST_POSTGRES_URL")
 ENV = {**os.environ, "NAS_HEARTBEAT_S": "1", "NAS_GRACE_S": "3", "PYTHONUNBUFFERED": "1"}
-BUDGET = ["--epochs", "3", "--subset", "0.03", "--batch-size", "64", "--device", "cpu"]
+BUDGET = ["--epochs", "3", "--subset", "0.03", "--batch-size", "64", "--device", "cpu",
+          "--jobs", "1"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -54,8 +56,14 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
+@functools.cache
+def reader(storage: str) -> optuna.storages.BaseStorage:
+    """One storage per URL: opening one runs schema checks, too slow to do on every poll."""
+    return open_storage(storage, heartbeat=False)
+
+
 def load(storage: str, study: str) -> optuna.Study:
-    return optuna.load_study(study_name=study, storage=open_storage(storage, heartbeat=False))
+    return optuna.load_study(study_name=study, storage=reader(storage))
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:  # noqa: ANN001
@@ -136,12 +144,24 @@ def test_a_live_trial_declared_stale_is_logged_and_the_worker_carries_on(tmp_pat
     worker = start(search_args(url, study, 2), tmp_path)
     wait_for(lambda: running_mid_trial(url, study))
     live = load(url, study).get_trials(states=(TrialState.RUNNING,))[0]
-    storage = open_storage(url, heartbeat=False)
-    storage.set_trial_state_values(live._trial_id, state=TrialState.FAIL)  # as a peer would
+    reader(url).set_trial_state_values(live._trial_id, state=TrialState.FAIL)  # as a peer would
     out, _ = worker.communicate(timeout=300)
     assert worker.returncode == 0, out
     assert "failed by another worker as stale" in out
     check_study(url, study, 2)
+
+
+def test_workers_die_with_their_parent(tmp_path: Path) -> None:
+    url, study = f"sqlite:///{tmp_path / 's.db'}", "orphans"
+    parent = start([*search_args(url, study, 6), "--jobs", "2"], tmp_path)
+    wait_for(lambda: running_mid_trial(url, study))
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    # the workers get SIGTERM from the kernel, mark their trials failed and exit
+    wait_for(lambda: not load(url, study).get_trials(states=(TrialState.RUNNING,)), 60)
+    time.sleep(3)
+    assert not load(url, study).get_trials(states=(TrialState.RUNNING,)), "no orphan works on"
+    assert load(url, study).get_trials(states=(TrialState.FAIL,))
 
 
 def tiny_request(tmp_path: Path, **kw: object) -> SearchRequest:

@@ -21,11 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         err_console.print(f"nas: error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt as e:
-        terminated = type(e).__name__ == "Terminated"
-        err_console.print(f"nas: {'terminated' if terminated else 'interrupted'}; the running "
-                          "trial is marked failed, the same command resumes", markup=False)
-        sys.exit(143 if terminated else 130)
+    except KeyboardInterrupt:
+        err_console.print("nas: interrupted", markup=False)
+        sys.exit(130)
 
 
 __all__ = ["app", "main"]

@@ -11,12 +11,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nas.cli.app import app, console
+from nas.cli.app import app, console, err_console
 from nas.errors import UserError
 from nas.search.run import (
     FINISHED,
     SAMPLERS,
     SearchRequest,
+    Terminated,
     auto_jobs,
     describe_budget,
     finished,
@@ -68,6 +69,9 @@ def search(
         help="Stop after this many consecutive failed trials.")] = 5,
     jobs: Annotated[int | None, typer.Option(
         help="Worker processes (default: one per GPU, or one per CPU core up to 4).")] = None,
+    threads: Annotated[int, typer.Option(
+        help="CPU threads per worker; separate workers use cores better than threads "
+             "for small networks.")] = 1,
 ) -> None:
     """Search a space: sample specs, train each briefly, record all in an Optuna study."""
     req = SearchRequest(
@@ -76,13 +80,27 @@ def search(
         dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
         batch_size=batch_size, lr=lr, seed=seed, max_params=max_params, max_macs=max_macs,
         device=resolve_device(device), early_stop=early_stop, max_failures=max_failures,
+        threads=threads,
     )
+    if threads < 1:
+        raise UserError("--threads must be at least 1")
     if max_failures < 1:
         raise UserError("--max-failures must be at least 1")
     jobs = auto_jobs(req.device) if jobs is None else jobs
     if jobs < 1:
         raise UserError("--jobs must be at least 1")
     signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        run_with_progress(req, jobs)
+    except KeyboardInterrupt as e:  # click would turn it into exit 1; the user wants 130/143
+        terminated = isinstance(e, Terminated)
+        err_console.print(f"nas: {'terminated' if terminated else 'interrupted'}: the running "
+                          "trial is marked failed; the same command resumes the study")
+        raise typer.Exit(143 if terminated else 130) from None
+
+
+def run_with_progress(req: SearchRequest, jobs: int) -> None:
+    """Runs the search under a progress bar, then prints the front."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("starting", total=req.trials)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -58,6 +65,7 @@ class SearchRequest:
     early_stop: bool = True
     max_failures: int = 5
     worker_index: int = 0
+    threads: int = 1
 
     @property
     def study_name(self) -> str:
@@ -130,7 +138,8 @@ def checkpoint_dir(req: SearchRequest) -> Path:
 
 def open_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]:
     """Create or resume the study; refuse a resume with another space or objectives."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # nas reports failed trials itself, with their reason; optuna's warnings carry tracebacks
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(req.storage_url)
     try:
         existing = optuna.load_study(study_name=req.study_name, storage=storage)
@@ -157,10 +166,12 @@ def open_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
     )
     if existing is None:
+        study.set_metric_names(list(req.objectives))
+        config = asdict(trial_settings(req, budget).config)
         for key, value in {"space": req.space.name, "space_hash": req.space.content_hash(),
                            "space_definition": req.space.model_dump(mode="json"),
                            "objectives": list(req.objectives), "nas_version": __version__,
-                           **budget}.items():
+                           "train_config": config, **budget}.items():
             study.set_user_attr(key, value)
     return study, budget
 
@@ -192,6 +203,8 @@ def run_search(
     check_objectives(req.objectives)
     req.space.check()
     study, budget = open_study(req)
+    if not req.device.startswith("cuda"):
+        torch.set_num_threads(req.threads)
     data = load_data(budget["dataset"], req.data_dir, req.device, seed=budget["seed"])
     objective = Objective(req.space, data, trial_settings(req, budget))
     if on_start:
@@ -258,28 +271,27 @@ def describe_budget(budget: dict[str, Any], req: SearchRequest) -> str:
                                                          f"storage={mask_url(req.storage_url)}"])
 
 
-__all__ = ["SearchRequest", "SearchStopped", "front", "run_search"]
-
-
 def worker_device(device: str, index: int) -> str:
     """Workers rotate over the visible GPUs; CPU workers share the CPU."""
-    import torch
-
     if device == "cuda" and torch.cuda.device_count() > 1:
         return f"cuda:{index % torch.cuda.device_count()}"
     return device
 
 
-def _worker(req: SearchRequest, index: int, threads: int) -> None:
-    """One worker process: its own storage connection, its share of the CPU threads."""
-    import signal
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to send SIGTERM when the parent dies (even by SIGKILL): no orphan workers."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        raise Terminated()
 
-    import torch
 
+def _worker(req: SearchRequest, index: int, parent: int) -> None:
+    """One worker process with its own storage connection."""
     signal.signal(signal.SIGTERM, raise_terminated)
-    torch.set_num_threads(threads)
     req = replace(req, device=worker_device(req.device, index), worker_index=index)
     try:
+        die_with_parent(parent)
         run_search(req)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
@@ -304,8 +316,6 @@ def auto_jobs(device: str) -> int:
     """
     import os
 
-    import torch
-
     if device.startswith("cuda"):
         return max(1, torch.cuda.device_count()) if device == "cuda" else 1
     return max(1, min(os.cpu_count() or 1, 4))
@@ -316,10 +326,6 @@ def run_workers(
     on_start: Callable[[optuna.Study, dict[str, Any]], None] | None = None,
 ) -> optuna.Study:
     """N worker processes on one study; `--trials` stays the study's total."""
-    import multiprocessing as mp
-    import os
-    import time
-
     check_objectives(req.objectives)
     req.space.check()
     if req.trials < 1:
@@ -328,9 +334,8 @@ def run_workers(
     load_data(budget["dataset"], req.data_dir, "cpu", seed=budget["seed"])  # fail here, once
     if on_start:
         on_start(study, budget)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(req, i, threads), daemon=False)
+    procs = [ctx.Process(target=_worker, args=(req, i, os.getpid()), daemon=False)
              for i in range(jobs)]
     for p in procs:
         p.start()
@@ -352,3 +357,6 @@ def run_workers(
         raise SearchStopped(f"workers exited with codes {codes}; re-run the same command "
                             f"to resume the study")
     return study
+
+
+__all__ = ["SearchRequest", "SearchStopped", "front", "run_search", "run_workers"]
