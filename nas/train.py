@@ -80,7 +80,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: bool | None = None  # None: the dataset's default (random crop + flip for cifar10)
     compile: bool = False
-    channels_last: bool = True
+    channels_last: bool | None = None  # None: on CUDA; on CPU when every conv is >= 16 wide
     amp: bool | None = None  # None: bf16 autocast on CUDA only
     seed: int = 0
     threads: int | None = None  # CPU threads while training; None: leave torch's setting
@@ -192,6 +192,21 @@ def learning_rate(model: nn.Module, config: TrainConfig, batch_size: int) -> flo
     return config.lr if config.lr is not None else default_lr(model, config.optimizer, batch_size)
 
 
+def use_channels_last(model: nn.Module, device: torch.device, wanted: bool | None) -> bool:
+    """channels_last as asked; by default on CUDA, and on CPU unless some conv is narrow.
+
+    On CPU, batch norm and pooling kernels vectorise over channels in channels_last; with
+    fewer than 16 channels (LeNet's 6) they ran 1.3-2x slower than in NCHW here, while 16-128
+    channel ResNets ran 1.3-1.6x faster (docs/training.md).
+    """
+    if wanted is not None:
+        return wanted
+    if device.type == "cuda":
+        return True
+    widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return bool(widths) and min(widths) >= 16
+
+
 def model_input_size(model: nn.Module, data: DataSplits) -> int:
     """The size batches are resized to; refuses channel or class mismatches in one line."""
     spec = getattr(model, "spec", None)
@@ -280,10 +295,12 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, maker: BatchMak
 
 
 def evaluate(model: nn.Module, data: DataSplits, split: Literal["val", "test"] = "val",
-             batch_size: int = 1024, channels_last: bool = True, amp: bool | None = None
-             ) -> float:
-    """Accuracy of `model` on the validation or test split (resized to the model's input)."""
-    maker = BatchMaker(data, model_input_size(model, data), channels_last)
+             batch_size: int = 1024, channels_last: bool | None = None,
+             amp: bool | None = None) -> float:
+    """Accuracy on the validation or test split (resized to the model's input), on its device."""
+    model.to(data.device)
+    layout = use_channels_last(model, data.device, channels_last)
+    maker = BatchMaker(data, model_input_size(model, data), layout)
     x, y = (data.val_x, data.val_y) if split == "val" else (data.test_x, data.test_y)
     use_amp = data.device.type == "cuda" if amp is None else amp
     return accuracy(model, x, y, maker, batch_size, use_amp)
@@ -459,7 +476,8 @@ def start_run(model: nn.Module, data: DataSplits, budget: Budget, config: TrainC
     """Model on the device, optimiser, training subset and plan; resumed when a checkpoint is."""
     size = model_input_size(model, data)
     model.to(data.device)
-    if config.channels_last:
+    channels_last = use_channels_last(model, data.device, config.channels_last)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     lr = learning_rate(model, config, budget.batch_size)
     index = subset_indices(data.train_x.shape[0], budget.subset, config.seed)
@@ -467,7 +485,7 @@ def start_run(model: nn.Module, data: DataSplits, budget: Budget, config: TrainC
     run = Run(
         model=model, forward=torch.compile(model) if config.compile else model, data=data,
         budget=budget, config=config, optimizer=make_optimizer(model, config, lr),
-        maker=BatchMaker(data, size, config.channels_last), train_index=index,
+        maker=BatchMaker(data, size, channels_last), train_index=index,
         steps_per_epoch=per_epoch, total_steps=total, lr=lr,
         amp=data.device.type == "cuda" if config.amp is None else config.amp,
         augment=data.augment if config.augment is None else config.augment, state=RunState(),
@@ -598,7 +616,7 @@ def make_result(run: Run, stopped: StopReason | None, test: float | None,
         peak_memory_bytes=int(peak), memory_source=source, resumed_from_epoch=resumed,
         config={"budget": asdict(run.budget),
                 "train": {**asdict(run.config), "lr": run.lr, "augment": run.augment,
-                          "amp": run.amp},
+                          "amp": run.amp, "channels_last": run.maker.channels_last},
                 "dataset": run.data.name, "val_fraction": run.data.val_fraction,
                 "data_seed": run.data.seed, "data_source": run.data.source},
     )

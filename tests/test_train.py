@@ -23,6 +23,7 @@ from nas.train import (
     plan_steps,
     resolve_device,
     seeded_build,
+    use_channels_last,
 )
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -139,6 +140,14 @@ def test_schedules_and_plan() -> None:
     assert lr_factor("constant", 77, 100) == 1.0
     assert plan_steps(1000, Budget(epochs=3, batch_size=256)) == (3, 9)
     assert plan_steps(100, Budget(epochs=2, max_steps=1, batch_size=256)) == (1, 1)
+
+
+def test_channels_last_by_default_only_where_it_pays() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    lenet, resnet = seeded_build(LENET), seeded_build("resnet_small")
+    assert not use_channels_last(lenet, cpu, None)  # 6-channel convs: NCHW is faster on CPU
+    assert use_channels_last(resnet, cpu, None) and use_channels_last(lenet, cuda, None)
+    assert use_channels_last(lenet, cpu, True) and not use_channels_last(resnet, cpu, False)
 
 
 def test_bad_values_are_user_errors(data) -> None:

@@ -187,7 +187,7 @@ def bench(
     book_workers: Annotated[int, typer.Option(
         help="DataLoader workers of the book's loop (the seed code uses 3).")] = 0,
     warmup: Annotated[int, typer.Option(help="Untimed steps before each timing.")] = 5,
-    repeats: Annotated[int, typer.Option(help="Alternating runs of each; medians.")] = 1,
+    repeats: Annotated[int, typer.Option(help="Alternating runs of each; the best counts.")] = 3,
     threads: Threads = None,
     as_json: AsJson = False,
 ) -> None:
