@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import optuna
 import pytest
@@ -217,8 +218,12 @@ def test_invalid_spec_from_a_user_space_fails_that_trial(tmp_path: Path) -> None
 @pytest.mark.skipif(PG_URL is None, reason="NAS_TEST_POSTGRES_URL not set")
 def test_three_workers_share_one_postgres_study(tmp_path: Path) -> None:
     study = f"pg3-{uuid.uuid4().hex[:8]}"
-    args = search_args(PG_URL, study, 6, "--epochs", "1")  # type: ignore[arg-type]
-    workers = [start(args, tmp_path) for _ in range(3)]
+    url = urlsplit(PG_URL)  # type: ignore[arg-type]
+    bare = url._replace(netloc=f"{url.username}@{url.hostname}:{url.port}").geturl()
+    args = search_args(bare, study, 6, "--epochs", "1")  # the password comes from PGPASSWORD
+    env = {**ENV, "PGPASSWORD": url.password or ""}
+    workers = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(3)]
     outputs = [w.communicate(timeout=400)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0, 0], outputs
     assert all("nas-test-secret" not in o for o in outputs), "credentials must be masked"
@@ -232,8 +237,17 @@ def test_chaos_random_kills_and_restarts(tmp_path: Path) -> None:
     args = search_args(url, study, target, "--epochs", "2")
     rng, start_time, kills = random.Random(7), time.monotonic(), 0
     workers = [start(args, tmp_path) for _ in range(3)]
+    def all_busy() -> bool:  # every live worker is inside a trial, so a kill hits one
+        alive = sum(w.poll() is None for w in workers)
+        try:
+            running = load(url, study).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:  # the study is not created yet
+            return False
+        return alive == 0 or len(running) >= alive
+
     for _ in range(4):
-        time.sleep(rng.uniform(3, 8))
+        time.sleep(rng.uniform(0.5, 3))
+        wait_for(all_busy, 120)
         alive = [w for w in workers if w.poll() is None]
         if not alive:
             break
@@ -250,5 +264,8 @@ def test_chaos_random_kills_and_restarts(tmp_path: Path) -> None:
     assert final.returncode == 0, final.stdout + final.stderr
     trials = check_study(url, study, target)
     counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    assert counts["FAIL"] >= 1, "the kills hit running trials, which were failed"
+    retried = [t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs]
+    assert len(retried) == len(set(retried)), "each killed trial is retried at most once"
     print(f"\nchaos: 3 workers, {kills} SIGKILLs, {len(trials)} trials {counts}, "
           f"{time.monotonic() - start_time:.0f} s")
