@@ -82,10 +82,6 @@ def search(
         device=resolve_device(device), early_stop=early_stop, max_failures=max_failures,
         threads=threads,
     )
-    if threads < 1:
-        raise UserError("--threads must be at least 1")
-    if max_failures < 1:
-        raise UserError("--max-failures must be at least 1")
     jobs = auto_jobs(req.device) if jobs is None else jobs
     if jobs < 1:
         raise UserError("--jobs must be at least 1")

@@ -76,6 +76,19 @@ class SearchRequest:
         return self.storage or default_storage(self.study_name)
 
 
+def check_request(req: SearchRequest) -> None:
+    """Everything that can be refused before a storage is opened or a file written."""
+    if req.trials < 1:
+        raise UserError(f"--trials must be at least 1, got {req.trials}")
+    if req.sampler not in SAMPLERS:
+        raise UserError(f"--sampler {req.sampler}: one of {', '.join(SAMPLERS)}")
+    for name in ("max_failures", "threads"):
+        if getattr(req, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    check_objectives(req.objectives)
+    req.space.check()
+
+
 def check_objectives(objectives: tuple[str, ...]) -> None:
     """Accuracy first, then any of the costs, no repeats."""
     if not objectives or objectives[0] != "accuracy":
@@ -198,10 +211,7 @@ def run_search(
     on_start: Callable[[optuna.Study, dict[str, Any]], None] | None = None,
 ) -> optuna.Study:
     """Run trials until the study holds `req.trials` finished (complete or pruned) trials."""
-    if req.trials < 1:
-        raise UserError(f"--trials must be at least 1, got {req.trials}")
-    check_objectives(req.objectives)
-    req.space.check()
+    check_request(req)
     study, budget = open_study(req)
     if not req.device.startswith("cuda"):
         torch.set_num_threads(req.threads)
@@ -326,10 +336,7 @@ def run_workers(
     on_start: Callable[[optuna.Study, dict[str, Any]], None] | None = None,
 ) -> optuna.Study:
     """N worker processes on one study; `--trials` stays the study's total."""
-    check_objectives(req.objectives)
-    req.space.check()
-    if req.trials < 1:
-        raise UserError(f"--trials must be at least 1, got {req.trials}")
+    check_request(req)
     study, budget = open_study(req)  # created here once, so workers only resume it
     load_data(budget["dataset"], req.data_dir, "cpu", seed=budget["seed"])  # fail here, once
     if on_start:
