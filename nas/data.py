@@ -203,7 +203,8 @@ def read_default_sources(info: DatasetInfo) -> RawData:
         try:
             raw = read_torchvision(info, cache_dir() / "torchvision", download=True)
         except Exception as e:  # noqa: BLE001  any download failure ends in the same advice
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            text = str(e).strip()
+            reason = text.splitlines()[0].rstrip(":") if text else type(e).__name__
             raise DataError(
                 f"{info.name} not found in {cache_dir()}"
                 + (f" or {debian}" if debian else "")
@@ -280,6 +281,8 @@ def read_torchvision(info: DatasetInfo, root: Path, download: bool) -> RawData:
         try:
             ds = cls(str(root), train=train, download=download)
         except RuntimeError as e:
+            if download:
+                raise  # read_default_sources turns a failed download into advice
             raise DataError(f"{root}: torchvision cannot read {info.name}: {e}") from None
         parts += list(as_tensors(ds.data, ds.targets))
     return RawData(*parts, source=str(root))

@@ -90,6 +90,8 @@ def train(
     dataset: Dataset = "fashion-mnist",
     subset: Annotated[float, typer.Option(help="Fraction of the training split used.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of initial weights, order, augmentation.")] = 0,
+    split_seed: Annotated[int, typer.Option(
+        help="Seed of the validation split (fixed, so runs compare on the same images).")] = 0,
     out: Annotated[Path | None, typer.Option(
         help="Run directory (default studies/runs/<spec>-<hash>-s<seed>).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --out.")] = False,
@@ -127,7 +129,8 @@ def train(
                                                       ("onecycle", "cosine", "constant")),
                          weight_decay=weight_decay, label_smoothing=label_smoothing,
                          augment=augment, compile=compile_model, seed=seed, threads=threads)
-    result = train_run(arch, name, run_dir, dataset, data_dir, device, budget, config, progress)
+    result = train_run(arch, name, run_dir, (dataset, data_dir, split_seed), device, budget,
+                       config, progress)
     if as_json:
         print(json.dumps(result))
         return
@@ -142,7 +145,7 @@ def check_choice(value: str, option: str, choices: tuple[str, ...]) -> Any:
     return value
 
 
-def train_run(arch: Any, name: str, run_dir: Path, dataset: str, data_dir: Path | None,
+def train_run(arch: Any, name: str, run_dir: Path, source: tuple[str, Path | None, int],
               device_name: str, budget: Any, config: Any, progress: bool) -> dict[str, Any]:
     """Loads data, trains, measures; writes the run directory; returns result.json's content."""
     from nas.cost import measure
@@ -150,7 +153,8 @@ def train_run(arch: Any, name: str, run_dir: Path, dataset: str, data_dir: Path 
     from nas.train import fit, latency_ms, model_input_size, resolve_device, seeded_build
 
     device = resolve_device(device_name)
-    data = load_data(dataset, data_dir, device)
+    dataset, data_dir, split_seed = source
+    data = load_data(dataset, data_dir, device, seed=split_seed)
     model = seeded_build(arch, config.seed)
     model_input_size(model, data)  # channel/class mismatches fail before any work
     cost = measure(model, arch.in_channels, arch.input_size)
