@@ -310,8 +310,10 @@ def evaluate(model: nn.Module, data: DataSplits, split: Literal["val", "test"] =
 def cpu_threads(threads: int | None) -> Iterator[None]:
     """torch's intra-op threads set for the block, then restored."""
     before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
     try:
         yield
     finally:

@@ -17,6 +17,7 @@ from nas.train import (
     FitResult,
     TrainConfig,
     TrainError,
+    evaluate,
     fit,
     latency_ms,
     lr_factor,
@@ -200,6 +201,20 @@ def test_cli_train_writes_a_run_and_refuses_to_overwrite(tmp_path: Path, capsys)
     assert not (out / "checkpoint.pt").exists()
     assert cli(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert cli([*args, "--overwrite"]) == 0
+
+
+def test_cli_resumes_an_interrupted_run(data, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    budget = Budget(epochs=2, subset=0.02, batch_size=128)
+    fit(seeded_build(LENET, 0), data, budget, TrainConfig(), on_epoch=lambda s: True,
+        progress=False, checkpoint_path=out / "checkpoint.pt")  # as if killed after epoch 1
+    assert cli(["train", LENET, "--epochs", "2", "--subset", "0.02", "--batch-size", "128",
+                "--out", str(out), "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["resumed_from_epoch"] == 1 and result["epochs_run"] == 2
+    model = seeded_build(LENET, 0)
+    whole = fit(model, data, budget, TrainConfig(), progress=False, evaluate_test=True)
+    assert result["test_accuracy"] == whole.test_accuracy == evaluate(model, data, "test")
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
