@@ -35,6 +35,8 @@ PG_URL = os.environ.get("NAS_TEST_POSTGRES_URL")
 ENV = {**os.environ, "NAS_HEARTBEAT_S": "1", "NAS_GRACE_S": "3", "PYTHONUNBUFFERED": "1"}
 BUDGET = ["--epochs", "3", "--subset", "0.03", "--batch-size", "64", "--device", "cpu",
           "--jobs", "1"]
+# trials long enough that the one seen running is still running when the test acts on it
+LONGER = ["--epochs", "8"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -126,7 +128,8 @@ def test_signals_fail_the_running_trial_and_the_next_run_resumes(
     sig: signal.Signals, code: int, tmp_path: Path
 ) -> None:
     url, study = f"sqlite:///{tmp_path / 's.db'}", "sig"
-    worker = start(search_args(url, study, 2), tmp_path)
+    args = search_args(url, study, 3, *LONGER)
+    worker = start(args, tmp_path)
     wait_for(lambda: running_mid_trial(url, study))
     worker.send_signal(sig)
     out, _ = worker.communicate(timeout=60)
@@ -134,15 +137,15 @@ def test_signals_fail_the_running_trial_and_the_next_run_resumes(
     assert "Traceback" not in out
     states = [t.state for t in load(url, study).trials]
     assert TrialState.RUNNING not in states and TrialState.FAIL in states
-    rerun = subprocess.run(search_args(url, study, 2), cwd=tmp_path, env=ENV,
-                           capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                           timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    check_study(url, study, 2)
+    check_study(url, study, 3)
 
 
 def test_a_live_trial_declared_stale_is_logged_and_the_worker_carries_on(tmp_path: Path) -> None:
     url, study = f"sqlite:///{tmp_path / 's.db'}", "stale"
-    worker = start(search_args(url, study, 2), tmp_path)
+    worker = start(search_args(url, study, 2, *LONGER), tmp_path)
     wait_for(lambda: running_mid_trial(url, study))
     live = load(url, study).get_trials(states=(TrialState.RUNNING,))[0]
     reader(url).set_trial_state_values(live._trial_id, state=TrialState.FAIL)  # as a peer would
