@@ -9,7 +9,7 @@ TRIALS ?= 50
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh $(VENV)
 	touch $@
 
@@ -20,7 +20,10 @@ test: setup
 	bash scripts/test.sh $(VENV)
 
 lint: setup
-	$(VENV)/bin/ruff check nas tests
+	$(VENV)/bin/ruff check nas tests benchmarks
+
+bench: setup
+	$(NAS) bench d2l_lenet_bn --repeats 5
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,11 +7,16 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
+  python3 -c "import ensurepip" 2>/dev/null || need+=(python3-venv)
   [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need[*]}"
-    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+    apt-get update -q >/dev/null
+    for pkg in "${need[@]}"; do  # one at a time: a missing package does not block the others
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >/dev/null \
+        || echo "warning: could not install $pkg; tests that need it will be skipped" >&2
+    done
   fi
 fi
 
