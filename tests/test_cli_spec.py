@@ -178,3 +178,14 @@ def test_schema_out_writes_once_and_refuses_to_overwrite(
     assert out.read_text() == written
     nowhere = run_nas("schema", "--out", str(tmp_path / "no" / "such" / "dir.json"))
     assert nowhere.code == 2 and len(nowhere.err_lines) == 1 and "cannot write" in nowhere.err
+
+
+def test_an_unwritable_output_folder_is_one_line_not_a_traceback(
+    run_nas: CliRunner, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    result = run_nas("train", "d2l_lenet_bn", "--out", str(blocker / "run"), "--epochs", "1")
+    assert result.code == 2
+    assert len(result.err_lines) == 1 and result.err_lines[0].startswith("nas: error: ")
+    assert "Traceback" not in result.err and blocker.read_text() == "mine"

@@ -57,7 +57,8 @@ def test_export_best_writes_the_trial_spec_and_its_train_command(
     assert argv[:3] == ["nas", "train", str(tmp_path / "best" / entry["file"])]
     flags = dict(zip(argv[3::2], argv[4::2]))
     expected = {f"--{k.replace('_', '-')}": str(v) for k, v in BUDGET.items() if v is not None}
-    assert flags == {**expected, "--device": "cpu", "--threads": "1",
+    assert flags == {**expected, "--split-seed": str(BUDGET["seed"]), "--device": "cpu",
+                     "--threads": "1",
                      "--out": str(tmp_path / "best" / "runs" / Path(entry["file"]).stem)}
     assert manifest["budget"] == BUDGET
 

@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         err_console.print(f"nas: error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as e:  # a file that cannot be read or written: say which, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        err_console.print(f"nas: error: {where}{e.strerror or e}", markup=False,
+                          highlight=False, soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("nas: interrupted", markup=False)
         sys.exit(130)

@@ -14,7 +14,7 @@ from rich.table import Table
 from nas.cli.app import app, console, err_console
 from nas.cli.spec_cmds import SpecArg, with_input_size
 from nas.errors import UserError
-from nas.io import load_spec, project_dir, save_spec
+from nas.io import load_spec, save_spec
 
 RUN_FILES = ("result.json", "model.safetensors", "spec.yaml", "checkpoint.pt")
 
@@ -34,8 +34,9 @@ def spec_name(spec: str) -> str:
 
 
 def default_out(name: str, arch: Any, seed: int) -> Path:
-    """studies/runs/<spec-name>-<hash>-s<seed> under the project directory."""
-    return project_dir() / "studies" / "runs" / f"{name}-{arch.content_hash()[:8]}-s{seed}"
+    """studies/runs/<spec-name>-<hash>-s<seed>, relative to the working directory (as search's
+    studies/ is)."""
+    return Path("studies") / "runs" / f"{name}-{arch.content_hash()[:8]}-s{seed}"
 
 
 def prepare_out(out: Path, overwrite: bool) -> Path:

@@ -70,8 +70,10 @@ def train_command(spec_path: Path, budget: dict[str, Any], trial: FrozenTrial,
     """The `nas train` command that repeats a trial: same budget, seed, device and CPU threads
     (the thread count changes summation order, and a short run amplifies the difference)."""
     threads = (trial.user_attrs.get("environment") or {}).get("threads")
-    settings = {**budget, "device": trial.user_attrs.get("device"),
-                "threads": threads if trial.user_attrs.get("device") == "cpu" else None}
+    # search splits the data with the study's seed, so the retrain validates on the same images
+    device = trial.user_attrs.get("device")
+    settings = {**budget, "split_seed": budget.get("seed"), "device": device,
+                "threads": threads if device == "cpu" else None}
     argv = ["nas", "train", str(spec_path)]
     for key, value in settings.items():
         if value is not None:

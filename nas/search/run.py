@@ -99,7 +99,7 @@ def check_objectives(objectives: tuple[str, ...]) -> None:
                         f"got {','.join(objectives)}")
 
 
-def make_sampler(name: str, seed: int, multi: bool) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """The sampler by name, seeded; TPE is multivariate and lies about running trials."""
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
@@ -169,13 +169,12 @@ def open_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]:
             raise UserError(f"study {req.study_name} optimises {','.join(recorded['objectives'])}"
                             f"; this run asks for {','.join(req.objectives)}: use another --study")
     budget = settle(req, recorded)
-    multi = len(req.objectives) > 1
     # a resumed study or another worker must not replay the same sampler stream
     offset = (len(existing.get_trials(deepcopy=False)) if existing else 0) + 7919 * req.worker_index
     study = optuna.create_study(
         study_name=req.study_name, storage=storage, load_if_exists=True,
         directions=directions(req.objectives),
-        sampler=make_sampler(req.sampler, budget["seed"] + offset, multi),
+        sampler=make_sampler(req.sampler, budget["seed"] + offset),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
     )
     if existing is None:
@@ -303,10 +302,12 @@ def _worker(req: SearchRequest, index: int, parent: int) -> None:
     try:
         die_with_parent(parent)
         run_search(req)
+    except Terminated:
+        raise SystemExit(143) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except UserError as e:
-        print(f"nas: worker {index}: error: {e}", flush=True)
+        print(f"nas: worker {index}: error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
 
 
@@ -324,11 +325,9 @@ def auto_jobs(device: str) -> int:
     Small networks use several cores poorly within one batch, and OpenMP threads stall badly
     when the machine is shared; separate processes keep every core busy instead.
     """
-    import os
-
     if device.startswith("cuda"):
         return max(1, torch.cuda.device_count()) if device == "cuda" else 1
-    return max(1, min(os.cpu_count() or 1, 4))
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
 
 
 def run_workers(
