@@ -109,7 +109,8 @@ def export(
     out: Annotated[Path, typer.Option(help="Folder for the spec files and manifest.json.")],
     study: StudyOpt = None,
     storage: StorageOpt = None,
-    pareto: Annotated[bool, typer.Option(help="The study's Pareto front (the default).")] = False,
+    pareto: Annotated[bool, typer.Option(help="The study's Pareto front (the default).",
+                                         show_default=False)] = False,
     best: Annotated[bool, typer.Option(help="The trial of highest accuracy.")] = False,
     trial: Annotated[list[int] | None, typer.Option(help="A trial number (repeatable).")] = None,
 ) -> None:
