@@ -13,6 +13,10 @@ class SpecError(UserError):
     """A spec or space file that cannot be read or is invalid."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled like Ctrl-C (the running trial is marked FAIL) but exits 143."""
+
+
 def describe(error: ValidationError, tags: tuple[str, ...] = ()) -> str:
     """The first validation problem as 'field.path: message' on one line."""
     first = error.errors()[0]

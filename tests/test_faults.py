@@ -137,6 +137,8 @@ def test_signals_fail_the_running_trial_and_the_next_run_resumes(
     assert "Traceback" not in out
     states = [t.state for t in load(url, study).trials]
     assert TrialState.RUNNING not in states and TrialState.FAIL in states
+    [failed] = load(url, study).get_trials(states=(TrialState.FAIL,))
+    assert failed.user_attrs["reason"] == ("interrupted" if sig == signal.SIGINT else "terminated")
     rerun = subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True,
                            timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -192,15 +194,23 @@ def test_out_of_memory_fails_one_trial_and_the_study_goes_on(
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
 
 
-def test_non_finite_loss_fails_trials_and_consecutive_failures_stop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_non_finite_loss_fails_trials_and_consecutive_failures_stop(
+    jobs: str, tmp_path: Path
+) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
-    args = search_args(url, "nan", 5, "--lr", "1e12", "--max-failures", "2")
+    args = search_args(url, "nan", 8, "--lr", "1e12", "--max-failures", "2", "--jobs", jobs)
     run = subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 2, run.stdout + run.stderr
     assert "2 consecutive trials failed" in run.stderr and "non_finite_loss" in run.stderr
-    reasons = {t.user_attrs.get("reason") for t in load(url, "nan").trials}
-    assert reasons == {"non_finite_loss"}
+    assert run.stderr.splitlines()[-1].startswith("nas: error: ")
+    trials = load(url, "nan").trials
+    # a worker stopped mid-trial by the others' failure says so
+    assert {t.user_attrs.get("reason") for t in trials} <= {"non_finite_loss", "terminated"}
+    assert "non_finite_loss" in {t.user_attrs.get("reason") for t in trials}
+    assert TrialState.RUNNING not in {t.state for t in trials}, "every worker stopped cleanly"
+    assert len(trials) < 8, "the search stopped before its target"
 
 
 def test_invalid_spec_from_a_user_space_fails_that_trial(tmp_path: Path) -> None:

@@ -12,12 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nas.cli.app import app, console, err_console
-from nas.errors import UserError
+from nas.errors import Terminated, UserError
 from nas.search.run import (
     FINISHED,
     SAMPLERS,
     SearchRequest,
-    Terminated,
     auto_jobs,
     describe_budget,
     finished,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -15,7 +16,7 @@ from optuna.trial import TrialState
 
 from nas.cost import measure
 from nas.data import DataSplits
-from nas.errors import SpecError, UserError
+from nas.errors import SpecError, Terminated, UserError
 from nas.search.pruning import CostAwareHalving, Peer
 from nas.search.space import SearchSpace
 from nas.train import Budget, EpochStats, TrainConfig, fit, latency_ms, seeded_build
@@ -83,6 +84,11 @@ class Objective:
             fail(trial, "oom", "out of memory; memory released")
         except UserError as e:
             fail(trial, "data_error", str(e))
+        except KeyboardInterrupt as e:  # Optuna marks the trial FAIL; the trial says why
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("reason", "terminated" if isinstance(e, Terminated)
+                                    else "interrupted")
+            raise
         raise AssertionError("unreachable")
 
     def _run(self, trial: optuna.Trial, spec: Any) -> float | tuple[float, ...]:

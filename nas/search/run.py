@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import __version__
 from nas.data import load_data
-from nas.errors import UserError
+from nas.errors import Terminated, UserError
 from nas.search.objective import (
     COSTS,
     Objective,
@@ -311,8 +311,13 @@ def _worker(req: SearchRequest, index: int, parent: int) -> None:
         raise SystemExit(2) from None
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM: handled like Ctrl-C (the running trial is marked FAIL) but exits 143."""
+def stop_all(procs: list[mp.Process]) -> None:
+    """SIGTERM to the workers still running (each fails its trial and exits), then waits."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join()
 
 
 def raise_terminated(signum: int, frame: object) -> None:
@@ -349,16 +354,22 @@ def run_workers(
         while any(p.is_alive() for p in procs):
             if poll:
                 poll(study)
+            if any(p.exitcode == 2 for p in procs):  # a worker stopped on an error: all stop
+                break
             time.sleep(1.0)
     except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join()
+        stop_all(procs)
         raise
+    stop_all(procs)
     codes = [p.exitcode for p in procs]
     if poll:
         poll(study)
+    if 2 in codes:
+        worker = codes.index(2)
+        raise SearchStopped(f"worker {worker} stopped on an error (last failure: "
+                            f"{last_reason(study)}); the other workers were stopped too. "
+                            f"See `nas report --study {req.study_name}`, fix the cause and "
+                            f"re-run the same command")
     if any(codes):
         raise SearchStopped(f"workers exited with codes {codes}; re-run the same command "
                             f"to resume the study")
