@@ -54,9 +54,30 @@ def search_args(storage: str, study: str, trials: int, *extra: str) -> list[str]
             str(trials), "--study", study, "--storage", storage, *BUDGET, *extra]
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+STARTED: list[subprocess.Popen] = []
+
+
+def default_sigint() -> None:
+    """Children of a background job inherit an ignored SIGINT; a user's Ctrl-C is not ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start(args: list[str], cwd: Path, env: dict[str, str] = ENV) -> subprocess.Popen:
+    process = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
+    STARTED.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """A failed test must not leave a search running to slow down the tests after it."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 @functools.cache
@@ -235,8 +256,7 @@ def test_three_workers_share_one_postgres_study(tmp_path: Path) -> None:
     bare = url._replace(netloc=f"{url.username}@{url.hostname}:{url.port}").geturl()
     args = search_args(bare, study, 6, "--epochs", "1")  # the password comes from PGPASSWORD
     env = {**ENV, "PGPASSWORD": url.password or ""}
-    workers = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    workers = [start(args, tmp_path, env) for _ in range(3)]
     outputs = [w.communicate(timeout=400)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0, 0], outputs
     assert all("nas-test-secret" not in o for o in outputs), "credentials must be masked"
