@@ -28,8 +28,11 @@ def test_book_loader_reads_the_same_images_as_the_engine() -> None:
 
 
 def test_bench_times_both_loops() -> None:
-    result = bench("d2l_lenet_bn", steps=3, batch_size=64, warmup=1, name="lenet")
+    result = bench("d2l_lenet_bn", steps=3, batch_size=64, warmup=1, repeats=2, name="lenet")
     assert result.nas_images_per_second > 0 and result.book_images_per_second > 0
+    assert len(result.nas_runs) == len(result.book_runs) == 2, "alternating repeats, all kept"
+    assert result.nas_images_per_second == max(result.nas_runs)
+    assert result.book_images_per_second == max(result.book_runs)
     expected = result.nas_images_per_second / result.book_images_per_second
     assert result.speedup == pytest.approx(expected)
     assert result.steps == 3 and result.spec == "lenet"

@@ -95,6 +95,7 @@ def test_cost_gate_records_infeasible_trials_untrained(tmp_path: Path) -> None:
 def test_single_objective_search_uses_optunas_pruner(tmp_path: Path) -> None:
     study = run_search(request(tmp_path, trials=2, objectives=("accuracy",)))
     assert len(study.directions) == 1
+    assert isinstance(study.pruner, optuna.pruners.MedianPruner)
     assert all(t.value > 0 for t in study.get_trials(states=(TrialState.COMPLETE,)))
 
 
@@ -121,7 +122,8 @@ def test_cli_search_prints_budget_front_and_next_commands(tmp_path: Path) -> Non
         (["--objectives", "params"], "must start with accuracy"),
         (["--objectives", "accuracy,colour"], "costs are params, macs, latency"),
         (["--sampler", "magic"], "--sampler magic"),
-        (["--device", "cuda"], "no CUDA GPU"),
+        (["--device", "cuda"], "no CUDA device"),
+        (["--device", "tpu"], "one of auto, cpu, cuda"),
         (["--storage", "sqlite:////proc/nope/x.db"], "cannot create"),
         (["--space", "no-such-space"], "neither a space file nor a shipped space"),
     ],

@@ -198,6 +198,8 @@ def test_cli_train_writes_a_run_and_refuses_to_overwrite(tmp_path: Path, capsys)
 
     model = seeded_build(LENET, 5)
     model.load_state_dict(load_file(out / "model.safetensors"))
+    # the saved weights are the trained ones: they give the recorded validation accuracy
+    assert evaluate(model, load_data("fashion-mnist"), "val") == saved["val_accuracy"]
     assert not (out / "checkpoint.pt").exists()
     assert cli(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert cli([*args, "--overwrite"]) == 0

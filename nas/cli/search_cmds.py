@@ -31,15 +31,9 @@ from nas.search.storage import mask_url
 
 def resolve_device(name: str) -> str:
     """auto -> cuda when present; asking for cuda without one is a user error."""
-    import torch
+    from nas.train import resolve_device as train_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"--device {name}: one of auto, cpu, cuda, cuda:N")
-    return name
+    return str(train_device(name))
 
 
 @app.command()
