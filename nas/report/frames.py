@@ -18,10 +18,10 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import UserError
+from nas.search.objective import COST_ATTR as COST_COLUMNS  # objective name -> trial attribute
 from nas.search.run import front
 from nas.search.storage import default_storage, mask_url, open_storage, sqlite_path, study_names
 
-COST_COLUMNS = {"params": "params", "macs": "macs", "latency": "latency_ms"}
 COST_LABELS = {"params": "parameters", "macs": "MACs", "latency": "latency (ms, batch 1)"}
 BUDGET_KEYS = ("dataset", "epochs", "subset", "batch_size", "lr", "seed")
 MIN_IMPORTANCE_TRIALS = 5
