@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
+
+from nas.builder import eval_mode
+from nas.memory import LiveStorageMode, StorageBytes, tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -55,45 +55,14 @@ def count_activations(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-class _LiveBytes(TorchDispatchMode):
-    """Tracks bytes of tensor storages created during dispatch that are still alive."""
-
-    def __init__(self, existing: list[torch.Tensor]) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-        self.seen: set[int] = set()
-        self.existing = {t.untyped_storage().data_ptr() for t in existing}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                self._track(t.untyped_storage())
-        return out
-
-    def _track(self, storage: torch.UntypedStorage) -> None:
-        key = storage.data_ptr()
-        if key in self.seen or key in self.existing or storage.nbytes() == 0:
-            return
-        self.seen.add(key)
-        size = storage.nbytes()
-        self.live += size
-        self.peak = max(self.peak, self.live)
-        weakref.finalize(storage, self._free, key, size)
-
-    def _free(self, key: int, size: int) -> None:
-        self.seen.discard(key)
-        self.live -= size
-
-
 def peak_forward_memory(model: nn.Module, x: torch.Tensor) -> int:
     """Peak bytes of a no-grad forward: weights and input plus the most activations alive at once.
 
-    On CUDA this is read from the allocator; on CPU it is tracked per tensor storage created
+    On CUDA this is read from the allocator; elsewhere it is tracked per tensor storage created
     while the forward runs (allocator rounding and workspace not included).
     """
     existing = [*model.parameters(), *model.buffers(), x]
-    base = sum(t.numel() * t.element_size() for t in existing)
+    base = tensor_bytes(existing)
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
         torch.cuda.reset_peak_memory_stats(x.device)
@@ -102,8 +71,8 @@ def peak_forward_memory(model: nn.Module, x: torch.Tensor) -> int:
             model(x)
         torch.cuda.synchronize(x.device)
         return base + torch.cuda.max_memory_allocated(x.device) - start
-    tracker = _LiveBytes(existing)
-    with torch.no_grad(), tracker:
+    tracker = StorageBytes(existing)
+    with torch.no_grad(), LiveStorageMode(tracker):
         model(x)
     return base + tracker.peak
 
@@ -112,17 +81,13 @@ def measure(model: nn.Module, in_channels: int, input_size: int) -> Cost:
     """All costs of `model` for one image of the given shape, in eval mode on its device."""
     device = next(model.parameters()).device
     x = torch.zeros(1, in_channels, input_size, input_size, device=device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return Cost(
             params=count_params(model),
             macs=count_macs(model, x),
             activations=count_activations(model, x),
             peak_memory_bytes=peak_forward_memory(model, x),
         )
-    finally:
-        model.train(was_training)
 
 
 @dataclass(frozen=True)
@@ -141,14 +106,11 @@ def stage_table(model: nn.Module, in_channels: int, input_size: int) -> list[Sta
     device = next(model.parameters()).device
     x = torch.zeros(1, in_channels, input_size, input_size, device=device)
     parts = [(s.kind, m) for s, m in zip(model.spec.stages, model.stages)] + [("head", model.head)]
-    rows, was_training = [], model.training
-    model.eval()
-    try:
+    rows = []
+    with eval_mode(model):
         for index, (kind, module) in enumerate(parts):
             with torch.no_grad(), FlopCounterMode(display=False) as counter:
                 x = module(x)
             rows.append(StageRow(index, kind, tuple(x.shape), count_params(module),
                                  counter.get_total_flops() // 2))
-    finally:
-        model.train(was_training)
     return rows

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from nas.hashing import content_hash
 
 Activation = Literal["relu", "sigmoid", "none"]
 
@@ -267,8 +267,7 @@ class NetworkSpec(Frozen):
 
     def content_hash(self) -> str:
         """Stable hash of the architecture: canonical JSON of every field, defaults included."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return content_hash(self.model_dump(mode="json"))
 
 
 def check_stage(stage: BaseModel, in_channels: int, index: int) -> None:
