@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from nas.data import DataSplits, dataset_info, load_data, torchvision_root
-from nas.train import Budget, TrainConfig, environment, fit, learning_rate, seeded_build
+from nas.device import environment, synchronize
+from nas.train import Budget, TrainConfig, fit, learning_rate, seeded_build
 
 
 @dataclass
@@ -72,7 +73,7 @@ def book_images_per_second(model: nn.Module, loader: torch.utils.data.DataLoader
     stream, seen, start = batches(loader), 0, 0.0
     for step in range(warmup + steps):
         if step == warmup:
-            sync(device)
+            synchronize(device)
             start, seen = time.perf_counter(), 0
         x, y = next(stream)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -81,22 +82,17 @@ def book_images_per_second(model: nn.Module, loader: torch.utils.data.DataLoader
         loss.mean().backward()
         optimizer.step()
         seen += y.numel()
-    sync(device)
+    synchronize(device)
     return seen / (time.perf_counter() - start)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def nas_images_per_second(model: nn.Module, data: DataSplits, steps: int, warmup: int,
                           batch_size: int, config: TrainConfig) -> float:
     """The nas engine's training throughput over `steps` steps, after a warm-up fit."""
     fit(copy.deepcopy(model), data, Budget(epochs=1, max_steps=warmup, batch_size=batch_size),
-        config, progress=False)
+        config)
     budget = Budget(epochs=1, max_steps=steps, batch_size=batch_size)
-    return fit(model, data, budget, config, progress=False).images_per_second
+    return fit(model, data, budget, config).images_per_second
 
 
 def bench(

@@ -11,6 +11,7 @@ import torch
 
 from nas.cli import main
 from nas.data import load_data
+from nas.device import DeviceError, resolve_device
 from nas.io import load_spec
 from nas.train import (
     Budget,
@@ -22,7 +23,6 @@ from nas.train import (
     latency_ms,
     lr_factor,
     plan_steps,
-    resolve_device,
     seeded_build,
     use_channels_last,
 )
@@ -44,13 +44,12 @@ def quick(data, spec=LENET, budget: Budget | None = None, **config) -> FitResult
     """A short fit on a small real slice (about 2,750 images, 1 epoch unless told)."""
     budget = budget or Budget(epochs=1, subset=0.05, batch_size=128)
     config.setdefault("seed", 0)
-    return fit(seeded_build(spec, config["seed"]), data, budget, TrainConfig(**config),
-               progress=False)
+    return fit(seeded_build(spec, config["seed"]), data, budget, TrainConfig(**config))
 
 
 def test_learns_real_fashion_mnist(data) -> None:
     budget = Budget(epochs=2, subset=0.1, batch_size=128)
-    result = fit(seeded_build(LENET, 0), data, budget, TrainConfig(), progress=False,
+    result = fit(seeded_build(LENET, 0), data, budget, TrainConfig(),
                  evaluate_test=True)
     assert result.val_accuracy > 0.75 and result.test_accuracy > 0.75  # chance is 0.10
     assert result.curve[-1].train_loss < result.curve[0].train_loss
@@ -78,7 +77,7 @@ def test_fit_leaves_the_global_rng_alone(data) -> None:
 def test_on_epoch_sees_validation_and_stops(data) -> None:
     seen = []
     result = fit(seeded_build(LENET, 0), data, Budget(epochs=3, subset=0.02, batch_size=128),
-                 TrainConfig(), on_epoch=lambda s: seen.append(s) or True, progress=False)
+                 TrainConfig(), on_epoch=lambda s: seen.append(s) or True)
     assert result.stopped == "on_epoch" and result.epochs_run == 1
     assert seen[0].epoch == 1 and seen[0].val_accuracy == result.val_accuracy
 
@@ -96,7 +95,7 @@ def test_step_cap_and_time_limit(data) -> None:
 def test_non_finite_loss_stops_with_a_result(data) -> None:
     model = seeded_build(LENET, 0)
     model.head.register_forward_hook(lambda m, i, out: out * float("nan"))
-    result = fit(model, data, Budget(epochs=2, subset=0.02), TrainConfig(), progress=False)
+    result = fit(model, data, Budget(epochs=2, subset=0.02), TrainConfig())
     assert result.stopped == "non_finite_loss" and result.steps == 1
     text = json.dumps(result.as_dict(), allow_nan=False)  # JSON-safe despite the NaN loss
     assert json.loads(text)["curve"][0]["train_loss"] is None
@@ -104,21 +103,21 @@ def test_non_finite_loss_stops_with_a_result(data) -> None:
 
 def test_checkpoint_resume_equals_an_uninterrupted_run(data, tmp_path: Path) -> None:
     budget = Budget(epochs=2, subset=0.03, batch_size=128)
-    whole = fit(seeded_build(LENET, 1), data, budget, TrainConfig(seed=1), progress=False)
+    whole = fit(seeded_build(LENET, 1), data, budget, TrainConfig(seed=1))
     path = tmp_path / "ck.pt"
-    first = fit(seeded_build(LENET, 1), data, budget, TrainConfig(seed=1), progress=False,
+    first = fit(seeded_build(LENET, 1), data, budget, TrainConfig(seed=1),
                 on_epoch=lambda s: True, checkpoint_path=path)
     assert first.stopped == "on_epoch" and path.exists()
     blob = torch.load(path, weights_only=True)  # plain tensors, dicts, lists and numbers
     assert blob["state"]["epoch"] == 1
-    resumed = fit(seeded_build(LENET, 99), data, budget, TrainConfig(seed=1), progress=False,
+    resumed = fit(seeded_build(LENET, 99), data, budget, TrainConfig(seed=1),
                   checkpoint_path=path)
     assert resumed.resumed_from_epoch == 1 and resumed.epochs_run == 2
     assert [s.val_accuracy for s in resumed.curve] == [s.val_accuracy for s in whole.curve]
     assert resumed.curve[1].train_loss == whole.curve[1].train_loss
     with pytest.raises(TrainError, match="checkpoint of another run"):
         fit(seeded_build(LENET, 1), data, Budget(epochs=3, subset=0.03, batch_size=128),
-            TrainConfig(seed=1), progress=False, checkpoint_path=path)
+            TrainConfig(seed=1), checkpoint_path=path)
 
 
 def test_resizes_to_the_spec_and_refuses_mismatches(data) -> None:
@@ -158,7 +157,7 @@ def test_bad_values_are_user_errors(data) -> None:
     with pytest.raises(TrainError, match="unknown optimizer"):
         quick(data, optimizer="rmsprop")
     if not torch.cuda.is_available():
-        with pytest.raises(TrainError, match="no CUDA device"):
+        with pytest.raises(DeviceError, match="no CUDA device"):
             resolve_device("cuda")
     assert resolve_device("cpu") == torch.device("cpu")
 
@@ -209,13 +208,13 @@ def test_cli_resumes_an_interrupted_run(data, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     budget = Budget(epochs=2, subset=0.02, batch_size=128)
     fit(seeded_build(LENET, 0), data, budget, TrainConfig(), on_epoch=lambda s: True,
-        progress=False, checkpoint_path=out / "checkpoint.pt")  # as if killed after epoch 1
+        checkpoint_path=out / "checkpoint.pt")  # as if killed after epoch 1
     assert cli(["train", LENET, "--epochs", "2", "--subset", "0.02", "--batch-size", "128",
                 "--out", str(out), "--no-progress", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["resumed_from_epoch"] == 1 and result["epochs_run"] == 2
     model = seeded_build(LENET, 0)
-    whole = fit(model, data, budget, TrainConfig(), progress=False, evaluate_test=True)
+    whole = fit(model, data, budget, TrainConfig(), evaluate_test=True)
     assert result["test_accuracy"] == whole.test_accuracy == evaluate(model, data, "test")
 
 

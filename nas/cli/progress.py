@@ -1,0 +1,53 @@
+"""Progress bars on the terminal: a training run's epochs (a nas.train FitProgress)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class EpochBar:
+    """A bar per epoch on stderr: loss, accuracy and images/s as it trains, then validation."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                            console=Console(stderr=True))
+        self.task: Any = None
+        self.last_text = 0.0
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        self.task = self.bar.add_task(f"epoch {epoch}/{epochs}", total=steps, info="")
+
+    def step_done(self, seen: int, seconds: float,
+                  totals: Callable[[], tuple[float, float]]) -> None:
+        """Advances the bar; the figures (a device sync) at most twice a second."""
+        now = time.perf_counter()
+        if now - self.last_text < 0.5:
+            self.bar.update(self.task, advance=1)
+            return
+        self.last_text = now
+        loss, correct = totals()
+        info = f"loss {loss / seen:.3f}  acc {correct / seen:.3f}  {seen / seconds:,.0f} img/s"
+        self.bar.update(self.task, advance=1, info=info)
+
+    def epoch_done(self, stats: Any) -> None:
+        info = (f"loss {stats.train_loss:.3f}  acc {stats.train_accuracy:.3f}  "
+                f"{stats.images_per_second:,.0f} img/s  val {stats.val_accuracy:.4f}")
+        self.bar.update(self.task, info=info)
+
+
+@contextmanager
+def epoch_bar(enabled: bool) -> Iterator[EpochBar | None]:
+    """A live EpochBar when enabled, else None."""
+    if not enabled:
+        yield None
+        return
+    bar = EpochBar()
+    with bar.bar:
+        yield bar
