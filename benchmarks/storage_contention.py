@@ -18,7 +18,7 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from nas.search.storage import open_storage
+from nas.study.storage import open_storage
 
 ATTRS = {f"attr_{i}": i for i in range(12)}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +11,9 @@ from pydantic import ValidationError
 
 from nas.errors import SpecError, describe
 from nas.families import ARCH_ADAPTER, FAMILIES, FamilySpec
+from nas.resources import preset_names, presets_dir
 
 FAMILY_TAGS = tuple(f.model_fields["family"].default for f in FAMILIES)
-
-
-def project_dir() -> Path:
-    """The repository root (where spaces/ and studies/ live)."""
-    env = os.environ.get("NAS_HOME")
-    return Path(env) if env else Path(__file__).resolve().parents[1]
-
-
-def spaces_dir() -> Path:
-    return project_dir() / "spaces"
-
-
-def presets_dir() -> Path:
-    return spaces_dir() / "presets"
-
-
-def preset_names() -> list[str]:
-    """Names of the shipped presets (file stems in spaces/presets)."""
-    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
 
 
 def read_document(path: Path) -> Any:

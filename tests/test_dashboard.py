@@ -17,7 +17,7 @@ import optuna
 import pytest
 from test_report import make_study
 
-from nas.search.dashboard import is_loopback, study_url
+from nas.study.dashboard import is_loopback, study_url
 
 
 @pytest.mark.parametrize("host, loopback", [

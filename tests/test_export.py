@@ -12,7 +12,7 @@ import pytest
 from test_report import BUDGET, make_study
 
 from nas.io import load_spec, parse_spec
-from nas.search.run import front
+from nas.study import study_front as front
 
 # `nas train` with the manifest's command repeats the trial's run: same spec, data subset, seed,
 # budget, device and CPU threads. On the same machine and torch build the accuracy is expected to

@@ -28,7 +28,7 @@ from nas.io import parse_spec
 from nas.search import objective as objective_module
 from nas.search.run import SearchRequest, run_search
 from nas.search.space import load_space
-from nas.search.storage import open_storage
+from nas.study.storage import open_storage
 
 pytestmark = pytest.mark.slow
 PG_URL = os.environ.get("NAS_TEST_POSTGRES_URL")

@@ -32,8 +32,9 @@ from nas.report import (
     trials_frame,
 )
 from nas.report.frames import TRIAL_COLUMNS
-from nas.search.run import front
 from nas.search.space import load_space
+from nas.study import study_front as front
+from nas.study import study_trials
 
 DATA = {"in_channels": 1, "num_classes": 10, "input_size": 28}
 BUDGET = {"dataset": "fashion-mnist", "epochs": 1, "subset": 0.05, "batch_size": 128,
@@ -190,7 +191,7 @@ def test_edf_frame_on_known_errors() -> None:
 
 def test_importances_name_the_sampled_parameters(study: optuna.Study,
                                                  frame: pd.DataFrame) -> None:
-    importances = importance_data(study, frame)
+    importances = importance_data(study_trials(study), frame)
     assert importances.note is None
     sampled = set().union(*(t.params for t in study.trials if t.params))
     assert set(importances.frame["param"]) <= sampled and len(importances.frame) >= 3
@@ -199,7 +200,7 @@ def test_importances_name_the_sampled_parameters(study: optuna.Study,
 
 def test_importances_skip_with_a_note_when_too_few_trials(tmp_path: Path) -> None:
     small = make_study(tmp_path / "small.db", n=3)
-    importances = importance_data(small, trials_frame(small))
+    importances = importance_data(study_trials(small), trials_frame(small))
     assert importances.frame.empty and "at least 5" in importances.note
 
 

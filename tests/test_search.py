@@ -14,8 +14,9 @@ from nas.builder import build
 from nas.cost import count_params
 from nas.errors import UserError
 from nas.io import parse_spec
-from nas.search.run import SearchRequest, front, run_search
+from nas.search.run import SearchRequest, run_search
 from nas.search.space import load_space, space_files
+from nas.study import study_front as front
 
 TRIAL_ATTRS = {
     "spec", "spec_hash", "family", "params", "macs", "latency_ms", "val_accuracy", "curve",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nas.errors import UserError
-from nas.search.storage import mask_url, open_storage
+from nas.study.storage import mask_url, open_storage
 
 
 def test_mask_url_hides_the_password() -> None:

@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import math
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import optuna
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from nas.cli.app import app, console, err_console
 from nas.errors import Terminated, UserError
-from nas.search.run import (
-    FINISHED,
-    SAMPLERS,
-    SearchRequest,
-    auto_jobs,
-    describe_budget,
-    finished,
-    front,
-    raise_terminated,
-    run_search,
-    run_workers,
-)
-from nas.search.space import load_space, space_files
-from nas.search.storage import mask_url
+from nas.search.samplers import SAMPLERS
 
+if TYPE_CHECKING:
+    import optuna
 
-def resolve_device(name: str) -> str:
-    """auto -> cuda when present; asking for cuda without one is a user error."""
-    from nas.train import resolve_device as train_device
-
-    return str(train_device(name))
+    from nas.search.run import SearchRequest
 
 
 @app.command()
@@ -67,12 +51,17 @@ def search(
              "for small networks.")] = 1,
 ) -> None:
     """Search a space: sample specs, train each briefly, record all in an Optuna study."""
+    from nas.device import auto_jobs, resolve_device
+    from nas.search.run import SearchRequest
+    from nas.search.space import load_space
+    from nas.search.workers import raise_terminated
+
     req = SearchRequest(
         space=load_space(space), trials=trials, study=study, storage=storage, sampler=sampler,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
         batch_size=batch_size, lr=lr, seed=seed, max_params=max_params, max_macs=max_macs,
-        device=resolve_device(device), early_stop=early_stop, max_failures=max_failures,
+        device=str(resolve_device(device)), early_stop=early_stop, max_failures=max_failures,
         threads=threads,
     )
     jobs = auto_jobs(req.device) if jobs is None else jobs
@@ -90,9 +79,17 @@ def search(
 
 def run_with_progress(req: SearchRequest, jobs: int) -> None:
     """Runs the search under a progress bar, then prints the front."""
+    from nas.search.run import describe_budget, run_search, trial_reason
+    from nas.search.workers import run_workers
+    from nas.study import FINISHED, TrialRecord, finished_count
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("starting", total=req.trials)
+
+        def poll(st: optuna.Study) -> None:
+            progress.update(task, completed=min(finished_count(st), req.trials),
+                            description=best_line(st))
 
         def on_start(st: optuna.Study, budget: dict[str, Any]) -> None:
             progress.console.print(f"[bold]study[/] {req.study_name}  [bold]space[/] "
@@ -100,49 +97,49 @@ def run_with_progress(req: SearchRequest, jobs: int) -> None:
                                    f"{','.join(req.objectives)}  [bold]sampler[/] {req.sampler}"
                                    f"  [bold]workers[/] {jobs}")
             progress.console.print(f"[bold]budget[/] {describe_budget(budget, req)}")
-            progress.update(task, completed=finished(st), description=best_line(st))
+            poll(st)
 
         def on_trial(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            progress.update(task, completed=min(finished(st), req.trials),
-                            description=best_line(st))
-            if trial.state not in FINISHED or trial.user_attrs.get("reused_from") is not None:
+            poll(st)
+            reused = TrialRecord.from_trial(trial).reused_from is not None
+            if trial.state not in FINISHED or reused:
                 progress.console.print(f"  trial {trial.number}: {trial.state.name.lower()} "
-                                       f"({trial.user_attrs.get('reason', '')})")
+                                       f"({trial_reason(trial)})", markup=False,
+                                       highlight=False)
 
         if jobs == 1:
             result = run_search(req, on_trial=on_trial, on_start=on_start)
         else:
-            def poll(st: optuna.Study) -> None:
-                progress.update(task, completed=min(finished(st), req.trials),
-                                description=best_line(st))
-
             result = run_workers(req, jobs, poll=poll, on_start=on_start)
     print_front(result, req)
 
 
 def best_line(study: optuna.Study) -> str:
     """'best acc 0.873 (trial 12)' for the progress bar."""
-    best = None
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.user_attrs.get("trained") and (best is None or t.values[0] > best.values[0]):
-            best = t
-    return "trials" if best is None else f"best acc {best.values[0]:.4f} (trial {best.number})"
+    from nas.study import best, study_trials
+
+    found = best(study_trials(study))
+    if found is None:
+        return "trials"
+    return f"best acc {found.record.val_accuracy:.4f} (trial {found.number})"
 
 
 def print_front(study: optuna.Study, req: SearchRequest) -> None:
     """The Pareto front (or best trials) as a table, then what to run next."""
-    rows = front(study)
+    from nas.study import mask_url, study_front
+
+    rows = study_front(study)
     multi = len(study.directions) > 1
     table = Table(title=f"{'Pareto front' if multi else 'Best trials'} of {study.study_name}")
     for col in ("trial", "family", "val acc", "params", "MACs", "latency ms", "epochs", "hash"):
         table.add_column(col, justify="left" if col in ("family", "hash") else "right",
                          no_wrap=True)
     for t in rows:
-        a = t.user_attrs
-        table.add_row(str(t.number), a.get("family", "?"), f"{a.get('val_accuracy', 0):.4f}",
-                      human(a.get("params", 0)), human(a.get("macs", 0)),
-                      f"{a.get('latency_ms', math.nan):.2f}", str(a.get("epochs_run", "")),
-                      a.get("spec_hash", "")[:8])
+        r = t.record
+        table.add_row(str(t.number), r.family or "?", f"{r.val_accuracy or 0:.4f}",
+                      human(r.params or 0), human(r.macs or 0),
+                      f"{r.latency_ms if r.latency_ms is not None else math.nan:.2f}",
+                      str(r.epochs_run or ""), (r.spec_hash or "")[:8])
     console.print(table)
     states = [t.state for t in study.get_trials(deepcopy=False)]
     console.print(" ".join(f"{s.name.lower()} {states.count(s)}" for s in sorted(
@@ -166,6 +163,8 @@ def human(n: float) -> str:
 @app.command()
 def spaces() -> None:
     """List the shipped search spaces with family, size and description."""
+    from nas.search.space import load_space, space_files
+
     table = Table()
     for col in ("space", "family", "size", "dimensions", "description"):
         table.add_column(col)

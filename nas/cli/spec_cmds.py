@@ -9,17 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nas.builder import build
 from nas.cli.app import app, console
-from nas.cost import measure, stage_table
 from nas.errors import SpecError
-from nas.io import load_spec, parse_spec, preset_names, presets_dir, read_document, spec_schema
 
 SpecArg = Annotated[str, typer.Argument(help="A spec file (YAML/JSON) or a preset name.")]
 
 
 def with_input_size(spec, size: int | None):  # noqa: ANN001, ANN201
     """The spec re-validated at another input size (errors name the collapsing stage)."""
+    from nas.io import parse_spec
+
     if size is None:
         return spec
     return parse_spec({**spec.model_dump(mode="json"), "input_size": size}, f"--input-size {size}")
@@ -32,6 +31,10 @@ def summary(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Per-stage output shapes, parameters and MACs of a spec, and totals."""
+    from nas.builder import build
+    from nas.cost import measure, stage_table
+    from nas.io import load_spec
+
     arch = with_input_size(load_spec(spec), input_size)
     model = build(arch)
     rows = stage_table(model, arch.in_channels, arch.input_size)
@@ -63,9 +66,10 @@ def summary(
 @app.command()
 def presets() -> None:
     """List the shipped presets, one per line: name, then description."""
+    from nas.resources import description, preset_names, presets_dir
+
     for name in preset_names():
-        first = (presets_dir() / f"{name}.yaml").read_text().splitlines()[0]
-        print(f"{name:<18} {first.lstrip('# ')}")
+        print(f"{name:<18} {description(presets_dir() / f'{name}.yaml')}")
 
 
 @app.command()
@@ -73,6 +77,8 @@ def schema(
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Write the JSON Schema of spec files (for editor autocompletion)."""
+    from nas.io import spec_schema
+
     text = json.dumps(spec_schema(), indent=2)
     if out is None:
         print(text)
@@ -90,8 +96,10 @@ def schema(
 @app.command()
 def validate(spec: SpecArg) -> None:
     """Check a spec file; prints its family and hash, or one line saying what is wrong."""
+    from nas.io import load_spec
+
     arch = load_spec(spec)
     print(f"{spec}: ok ({arch.family}, hash {arch.content_hash()})")
 
 
-__all__ = ["presets", "read_document", "schema", "summary", "validate", "with_input_size"]
+__all__ = ["presets", "schema", "summary", "validate", "with_input_size"]

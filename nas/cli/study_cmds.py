@@ -9,19 +9,6 @@ import typer
 
 from nas.cli.app import app, console
 from nas.errors import UserError
-from nas.report import (
-    compare_frames,
-    compare_html,
-    load_ref,
-    locate_study,
-    report_html,
-    trials_frame,
-    write_page,
-)
-from nas.report.frames import COST_COLUMNS
-from nas.search.dashboard import check_host, serve
-from nas.search.export import MANIFEST, export_trials, select_trials
-from nas.search.storage import mask_url
 
 StudyOpt = Annotated[str | None, typer.Option(
     help="Study name (default: the only study in the storage).")]
@@ -40,6 +27,9 @@ def dashboard(
         help="Allow a non-loopback --host (the dashboard has no authentication).")] = False,
 ) -> None:
     """Serve optuna-dashboard on a study's storage and print its URL."""
+    from nas.study import locate_study
+    from nas.study.dashboard import check_host, serve
+
     check_host(host, expose)
     ref = locate_study(study, storage)
 
@@ -61,7 +51,10 @@ def report(
         False),
 ) -> None:
     """Write a self-contained HTML report: Pareto front, history, importances, error EDF."""
-    loaded = load_ref(locate_study(study, storage))
+    from nas.report import report_html, write_page
+    from nas.study import open_located
+
+    _, loaded = open_located(study, storage)
     target = out or Path("studies") / f"{loaded.study_name}-report.html"
     write_page(report_html(loaded), target, overwrite)
     console.print(f"wrote {target}", markup=False, highlight=False)
@@ -72,15 +65,18 @@ def compare(
     study: Annotated[list[str], typer.Option(help="A study to compare; give two or more.")],
     storage: Annotated[list[str] | None, typer.Option(
         help="One storage URL for all studies, or one per --study in order.")] = None,
-    cost: Annotated[str, typer.Option(help=f"Match on: {', '.join(COST_COLUMNS)}.")] = "params",
+    cost: Annotated[str, typer.Option(help="Match on: params, macs or latency.")] = "params",
     out: Annotated[Path | None, typer.Option(
         help="HTML file (default studies/compare-<A>-<B>.html).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a file that is not a nas page.")] = (
         False),
 ) -> None:
     """Overlay the error EDFs of studies, restricted to the cost range they all cover."""
+    from nas.report import compare_frames, compare_html, trials_frame, write_page
+    from nas.study import load_study, locate_study, mask_url
+
     refs = [locate_study(name, url) for name, url in zip(study, pair_storages(study, storage))]
-    frames = {ref.name: trials_frame(load_ref(ref)) for ref in refs}
+    frames = {ref.name: trials_frame(load_study(ref)) for ref in refs}
     comparison = compare_frames(frames, cost)
     masked = {ref.name: mask_url(ref.url) for ref in refs}
     target = out or Path("studies") / f"compare-{'-'.join(study)}.html"
@@ -115,8 +111,10 @@ def export(
     trial: Annotated[list[int] | None, typer.Option(help="A trial number (repeatable).")] = None,
 ) -> None:
     """Write chosen trials as spec files plus a manifest with the `nas train` command of each."""
-    ref = locate_study(study, storage)
-    loaded = load_ref(ref)
+    from nas.study import open_located
+    from nas.study.export import MANIFEST, export_trials, select_trials
+
+    ref, loaded = open_located(study, storage)
     selection, trials = select_trials(loaded, pareto, best, trial or [])
     manifest = export_trials(loaded, trials, out, selection, ref.url)
     for entry in manifest["trials"]:

@@ -4,20 +4,16 @@ self-contained HTML pages (html)."""
 from nas.report.frames import (
     Comparison,
     Importances,
-    StudyRef,
     compare_frames,
     edf_frame,
     evaluated,
     front_frame,
     history_frame,
     importance_data,
-    load_ref,
-    load_study,
-    locate_study,
     trials_frame,
 )
 from nas.report.html import compare_html, report_html, write_page
 
-__all__ = ["Comparison", "Importances", "StudyRef", "compare_frames", "compare_html",
-           "edf_frame", "evaluated", "front_frame", "history_frame", "importance_data",
-           "load_ref", "load_study", "locate_study", "report_html", "trials_frame", "write_page"]
+__all__ = ["Comparison", "Importances", "compare_frames", "compare_html", "edf_frame",
+           "evaluated", "front_frame", "history_frame", "importance_data", "report_html",
+           "trials_frame", "write_page"]

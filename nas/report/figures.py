@@ -9,7 +9,6 @@ from plotly.subplots import make_subplots
 
 from nas.report.frames import (
     COST_COLUMNS,
-    COST_LABELS,
     Comparison,
     Importances,
     evaluated,
@@ -17,6 +16,7 @@ from nas.report.frames import (
     front_frame,
     spec_text,
 )
+from nas.study import COST_LABELS
 
 FRONT_TRACE = "Pareto front"
 HOVER = ("trial %{{customdata[0]}}<br>val acc %{{y:.4f}}<br>{cost} %{{x:,.4g}}"

@@ -1,7 +1,7 @@
-"""Studies as data: locate and open a study, then tables of its trials, fronts, EDFs, importances.
+"""Studies as data: tables of a study's trials, fronts, EDFs, importances.
 
 Every figure of `nas report` and `nas compare` is drawn from one of these frames, and tests
-check the frames; nothing here draws.
+check the frames; nothing here draws. Trials are read through nas.study's typed records.
 """
 
 from __future__ import annotations
@@ -9,111 +9,52 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from nas.errors import UserError
-from nas.search.objective import COST_ATTR as COST_COLUMNS  # objective name -> trial attribute
-from nas.search.run import front
-from nas.search.storage import default_storage, mask_url, open_storage, sqlite_path, study_names
+from nas.study import COSTS, OBJECTIVE_FIELDS, StudySettings, StudyTrial, front
+from nas.study import study_trials as read_trials
 
-COST_LABELS = {"params": "parameters", "macs": "MACs", "latency": "latency (ms, batch 1)"}
-BUDGET_KEYS = ("dataset", "epochs", "subset", "batch_size", "lr", "seed")
+COST_COLUMNS = {c: OBJECTIVE_FIELDS[c] for c in COSTS}  # cost objective -> frame column
 MIN_IMPORTANCE_TRIALS = 5
 TRIAL_COLUMNS = ("number", "state", "family", "spec_hash", "val_accuracy", "error", "params",
                  "macs", "latency_ms", "trained", "feasible", "reused_from", "epochs_run",
                  "reason", "on_front", "spec")
 
 
-class StudyRef(NamedTuple):
-    """A study name and the storage URL that holds it."""
-
-    name: str
-    url: str
-
-
-def open_existing(url: str) -> optuna.storages.RDBStorage:
-    """The storage at `url`, refusing (without creating anything) a SQLite file that is absent."""
-    path = sqlite_path(url)
-    if url.startswith("sqlite:") and path is None:
-        raise UserError(f"{url}: an in-memory SQLite database holds no study to read")
-    if path is not None and (not path.is_file() or path.stat().st_size == 0):
-        what = "no such file" if not path.exists() else "not a study database"
-        raise UserError(f"{path}: {what}; run `nas search` first or give --storage")
-    return open_storage(url, heartbeat=False)
-
-
-def pick_study(names: list[str], url: str) -> str:
-    """The only study in a storage; otherwise say which names there are."""
-    if len(names) == 1:
-        return names[0]
-    if not names:
-        raise UserError(f"{mask_url(url)}: holds no study")
-    raise UserError(f"{mask_url(url)} holds {len(names)} studies ({', '.join(sorted(names))}); "
-                    f"choose one with --study")
-
-
-def locate_study(study: str | None, storage: str | None) -> StudyRef:
-    """Resolve --study/--storage defaults: the only study of a storage, the only studies/*.db."""
-    if storage is None and study is None:
-        found = sorted(Path("studies").glob("*.db"))
-        if len(found) != 1:
-            held = f"studies/ holds {', '.join(p.name for p in found)}" if found else \
-                "no studies/*.db here"
-            raise UserError(f"give --study (or --storage): {held}")
-        storage = f"sqlite:///{found[0].as_posix()}"
-    url = storage or default_storage(study or "")
-    names = study_names(open_existing(url))
-    if study is None:
-        return StudyRef(pick_study(names, url), url)
-    if study not in names:
-        there = f"studies there: {', '.join(sorted(names))}" if names else "it holds no study"
-        raise UserError(f"no study {study!r} in {mask_url(url)}; {there}")
-    return StudyRef(study, url)
-
-
-def load_ref(ref: StudyRef) -> optuna.Study:
-    """The study a located reference names."""
-    return optuna.load_study(study_name=ref.name, storage=open_existing(ref.url))
-
-
-def load_study(study: str | None, storage: str | None) -> optuna.Study:
-    """An existing study, found through the same defaults as `locate_study`."""
-    return load_ref(locate_study(study, storage))
-
-
-def study_front(study: optuna.Study) -> list[FrozenTrial]:
-    """The study's Pareto front of trained feasible trials; the best such trial if one objective."""
-    return front(study, top=1)
-
-
-def trial_row(t: FrozenTrial, on_front: set[int]) -> dict[str, Any]:
+def trial_row(t: StudyTrial, on_front: set[int]) -> dict[str, Any]:
     """One trial's record as a flat row."""
-    a = t.user_attrs
-    acc = a.get("val_accuracy")
-    trained = bool(a.get("trained"))
+    r = t.record
+    acc = r.val_accuracy if t.trained else None
+
+    def number(value: float | None) -> float:
+        return math.nan if value is None else value
+
     return {
-        "number": t.number, "state": t.state.name, "family": a.get("family", "?"),
-        "spec_hash": a.get("spec_hash", ""),
-        "val_accuracy": float(acc) if trained and acc is not None else math.nan,
-        "error": 1.0 - float(acc) if trained and acc is not None else math.nan,
-        "params": a.get("params", math.nan), "macs": a.get("macs", math.nan),
-        "latency_ms": a.get("latency_ms", math.nan), "trained": trained,
-        "feasible": all(v <= 0 for v in t.constraints.values()),
-        "reused_from": a.get("reused_from", math.nan), "epochs_run": a.get("epochs_run", math.nan),
-        "reason": a.get("reason", ""), "on_front": t.number in on_front, "spec": a.get("spec"),
+        "number": t.number, "state": t.state.name, "family": r.family or "?",
+        "spec_hash": r.spec_hash or "",
+        "val_accuracy": number(acc), "error": math.nan if acc is None else 1.0 - acc,
+        "params": number(r.params), "macs": number(r.macs), "latency_ms": number(r.latency_ms),
+        "trained": t.trained, "feasible": t.feasible, "reused_from": number(r.reused_from),
+        "epochs_run": number(r.epochs_run), "reason": r.reason or "",
+        "on_front": t.number in on_front, "spec": r.spec,
     }
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
+def study_directions(study: optuna.Study) -> list[str]:
+    return [d.name.lower() for d in study.directions]
+
+
+def trials_frame(study: optuna.Study, trials: list[StudyTrial] | None = None) -> pd.DataFrame:
     """Every trial of a study, one row each (columns TRIAL_COLUMNS), by trial number."""
-    on_front = {t.number for t in study_front(study)}
-    rows = [trial_row(t, on_front) for t in study.get_trials(deepcopy=False)]
+    trials = read_trials(study) if trials is None else trials
+    on_front = {t.number for t in front(trials, study_directions(study), top=1)}
+    rows = [trial_row(t, on_front) for t in trials]
     frame = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS))
     for col in ("params", "macs", "latency_ms", "val_accuracy", "error"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
@@ -165,7 +106,7 @@ class Importances(NamedTuple):
     top: float  # the fraction of trials counted as top
 
 
-def accuracy_study(trials: list[FrozenTrial]) -> optuna.Study:
+def accuracy_study(trials: list[StudyTrial]) -> optuna.Study:
     """An in-memory single-objective copy of trials, valued by validation accuracy."""
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line on stderr
@@ -174,16 +115,16 @@ def accuracy_study(trials: list[FrozenTrial]) -> optuna.Study:
     finally:
         optuna.logging.set_verbosity(level)
     proxy.add_trials([optuna.trial.create_trial(
-        params=t.params, distributions=t.distributions,
-        value=float(t.user_attrs["val_accuracy"])) for t in trials])
+        params=t.trial.params, distributions=t.trial.distributions,
+        value=float(t.record.val_accuracy)) for t in trials])  # type: ignore[arg-type]
     return proxy
 
 
-def importance_data(study: optuna.Study, frame: pd.DataFrame) -> Importances:
+def importance_data(trials: list[StudyTrial], frame: pd.DataFrame) -> Importances:
     """PED-ANOVA importances: which parameters set the top trials apart from all evaluated ones."""
     empty = pd.DataFrame({"param": pd.Series(dtype=str), "importance": pd.Series(dtype=float)})
     numbers = set(evaluated(frame)["number"])
-    trials = [t for t in study.get_trials(deepcopy=False) if t.number in numbers and t.params]
+    trials = [t for t in trials if t.number in numbers and t.trial.params]
     if len(trials) < MIN_IMPORTANCE_TRIALS:
         return Importances(empty, f"parameter importances need at least {MIN_IMPORTANCE_TRIALS}"
                                   f" trained trials; this study has {len(trials)}", 0.0)
@@ -236,19 +177,17 @@ def compare_frames(frames: dict[str, pd.DataFrame], cost: str) -> Comparison:
     return Comparison(cost, low, high, edf, pd.DataFrame(counts))
 
 
-def study_info(study: optuna.Study) -> dict[str, Any]:
+def study_info(study: optuna.Study, trials: list[StudyTrial]) -> dict[str, Any]:
     """The study's recorded settings and its trial counts by state."""
-    attrs = study.user_attrs
-    trials = study.get_trials(deepcopy=False)
+    settings = StudySettings.from_study(study)
     states = [t.state.name.lower() for t in trials]
     return {
-        "study": study.study_name, "space": attrs.get("space", "?"),
-        "objectives": attrs.get("objectives") or ["accuracy"] * len(study.directions),
-        "budget": {k: attrs[k] for k in BUDGET_KEYS if k in attrs},
-        "nas_version": attrs.get("nas_version", "?"),
+        "study": study.study_name, "space": settings.space or "?",
+        "objectives": settings.objective_names(len(study.directions)),
+        "budget": settings.budget(), "nas_version": settings.nas_version or "?",
         "states": {s: states.count(s) for s in sorted(set(states))},
-        "over_budget": sum(not all(v <= 0 for v in t.constraints.values()) for t in trials),
-        "reused": sum(t.user_attrs.get("reused_from") is not None for t in trials),
+        "over_budget": sum(not t.feasible for t in trials),
+        "reused": sum(t.reused for t in trials),
     }
 
 
@@ -266,6 +205,6 @@ def format_cost(value: float) -> str:
 
 def study_costs(study: optuna.Study) -> list[str]:
     """The costs a study optimised, else params and MACs (single-objective studies)."""
-    objectives = study.user_attrs.get("objectives") or []
+    objectives = StudySettings.from_study(study).objectives or []
     costs = [o for o in objectives if o in COST_COLUMNS]
     return costs or ["params", "macs"]

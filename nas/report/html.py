@@ -26,6 +26,7 @@ from nas.report.frames import (
     study_info,
     trials_frame,
 )
+from nas.study import StudyTrial, study_trials
 
 GENERATOR = "nas report"
 MARKER = f'<meta name="generator" content="{GENERATOR}">'
@@ -74,9 +75,9 @@ def table(frame: pd.DataFrame) -> str:
     return f"<table><tr>{head}</tr>{rows}</table>"
 
 
-def summary_block(study: optuna.Study) -> str:
+def summary_block(study: optuna.Study, trials: list[StudyTrial]) -> str:
     """The study's space, objectives, budget and trial counts."""
-    info = study_info(study)
+    info = study_info(study, trials)
     rows = [("space", info["space"]), ("objectives", ", ".join(info["objectives"])),
             *info["budget"].items(), ("nas version", info["nas_version"]),
             ("trials", ", ".join(f"{s} {n}" for s, n in info["states"].items()) or "none"),
@@ -98,13 +99,14 @@ def front_table(frame: pd.DataFrame) -> str:
 
 def report_html(study: optuna.Study) -> str:
     """The whole report of one study."""
-    frame = trials_frame(study)
-    importances = importance_data(study, frame)
+    trials = study_trials(study)  # read once; every section is drawn from these
+    frame = trials_frame(study, trials)
+    importances = importance_data(trials, frame)
     done = evaluated(frame)
     imp = (f'<p class="note">{html.escape(importances.note)}</p>' if importances.note
            else figure_block(figures.importance_figure(importances), "importance"))
     return page(f"nas study {study.study_name}", [
-        summary_block(study),
+        summary_block(study, trials),
         "<h2>Pareto front</h2>",
         '<p class="note">Lines: for each cost, the trials no other trial beats on both accuracy '
         "and that cost. Hover a point for its spec. The table lists the study's front over "

@@ -1,11 +1,11 @@
-"""A trial: sample a spec, gate on cost, reuse or train briefly, record everything."""
+"""A trial: sample a spec, gate on cost, reuse or train briefly, record everything.
+
+Every attribute a trial stores goes through nas.study's TrialRecord (`write_trial`)."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,14 @@ from optuna.trial import TrialState
 from nas.cost import measure
 from nas.data import DataSplits
 from nas.errors import SpecError, Terminated, UserError
+from nas.hashing import content_hash
 from nas.search.pruning import CostAwareHalving, Peer
 from nas.search.space import SearchSpace
-from nas.train import Budget, EpochStats, TrainConfig, fit, latency_ms, seeded_build
+from nas.study import COSTS, OBJECTIVE_FIELDS, StudyTrial, TrialRecord, study_trials, write_trial
+from nas.train import Budget, EpochStats, FitResult, TrainConfig, fit, latency_ms, seeded_build
 
-COSTS = ("params", "macs", "latency")
-COST_ATTR = {"params": "params", "macs": "macs", "latency": "latency_ms"}
+RESULT_FIELDS = ("val_accuracy", "curve", "loss_curve", "wall_time_s", "images_per_second",
+                 "epochs_run", "steps", "seed", "device", "environment", "trained")
 
 
 class TrialFailure(Exception):
@@ -50,18 +52,17 @@ class TrialSettings:
 
     def budget_key(self) -> str:
         """Identifies what a result depends on besides the architecture."""
-        key = {"dataset": self.dataset, "budget": asdict(self.budget),
-               "config": asdict(self.config)}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return content_hash({"dataset": self.dataset, "budget": asdict(self.budget),
+                             "config": asdict(self.config)})
 
-
-def directions(objectives: tuple[str, ...]) -> list[str]:
-    """maximize for accuracy, minimize for each cost."""
-    return ["maximize" if o == "accuracy" else "minimize" for o in objectives]
+    @property
+    def halving_cost(self) -> str:
+        """The cost early stopping compares trials on: the first cost objective, else params."""
+        return next((o for o in self.objectives if o != "accuracy"), "params")
 
 
 class Objective:
-    """Callable for study.optimize: returns accuracy and costs in `settings.objectives` order."""
+    """Callable for a study: returns accuracy and costs in `settings.objectives` order."""
 
     def __init__(self, space: SearchSpace, data: DataSplits, settings: TrialSettings) -> None:
         self.space, self.data, self.settings = space, data, settings
@@ -73,10 +74,8 @@ class Objective:
             spec = self.space.suggest(trial, self.data_fields)
         except SpecError as e:
             fail(trial, "invalid_spec", str(e))
-        trial.set_user_attr("spec", spec.model_dump(mode="json"))
-        trial.set_user_attr("spec_hash", spec.content_hash())
-        trial.set_user_attr("family", spec.family)
-        trial.set_user_attr("budget_key", self.settings.budget_key())
+        write_trial(trial, spec=spec.model_dump(mode="json"), spec_hash=spec.content_hash(),
+                    family=spec.family, budget_key=self.settings.budget_key())
         try:
             return self._run(trial, spec)
         except torch.OutOfMemoryError:
@@ -84,10 +83,10 @@ class Objective:
             fail(trial, "oom", "out of memory; memory released")
         except UserError as e:
             fail(trial, "data_error", str(e))
-        except KeyboardInterrupt as e:  # Optuna marks the trial FAIL; the trial says why
+        except KeyboardInterrupt as e:  # the trial is told FAIL; it says why
             with contextlib.suppress(Exception):
-                trial.set_user_attr("reason", "terminated" if isinstance(e, Terminated)
-                                    else "interrupted")
+                write_trial(trial, reason="terminated" if isinstance(e, Terminated)
+                            else "interrupted")
             raise
         raise AssertionError("unreachable")
 
@@ -97,30 +96,27 @@ class Objective:
         cost = measure(model, spec.in_channels, spec.input_size).as_dict()
         cost["latency_ms"] = latency_ms(
             model, (1, spec.in_channels, spec.input_size, spec.input_size), s.device)
-        for key, value in cost.items():
-            trial.set_user_attr(key, value)
-        over = self._gate(trial, cost)
+        record = write_trial(trial, **cost)
+        over = self._gate(trial, record)
         if over:
-            trial.set_user_attr("trained", False)
-            trial.set_user_attr("reason", over)
-            return self._values(0.0, cost)
+            write_trial(trial, trained=False, reason=over)
+            return self._values(record, 0.0)
         reused = find_reusable(trial, spec.content_hash(), s.budget_key())
         if reused is not None:
             copy_result(trial, reused)
-            return self._values(reused.user_attrs["val_accuracy"], cost)
+            return self._values(record, reused.record.val_accuracy)
         checkpoint = self._checkpoint(trial, spec.content_hash())
         result = fit(model.to(s.device), self.data, s.budget, s.config,
-                     on_epoch=self._on_epoch(trial, cost), progress=False,
-                     checkpoint_path=checkpoint)
+                     on_epoch=self._on_epoch(trial, record), checkpoint_path=checkpoint)
         del model
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)
-        self._record(trial, result)
+        record_result(trial, result)
         if result.stopped == "non_finite_loss":
             fail(trial, "non_finite_loss", "the loss became NaN or infinite")
         if result.stopped == "on_epoch":
-            raise optuna.TrialPruned(trial.user_attrs.get("reason", "early_stopped"))
-        return self._values(result.val_accuracy, cost)
+            raise optuna.TrialPruned(TrialRecord.from_trial(trial).reason or "early_stopped")
+        return self._values(record, result.val_accuracy)
 
     def _checkpoint(self, trial: optuna.Trial, spec_hash: str) -> Path | None:
         """Per-epoch checkpoint, named after the first try so a retried trial resumes it."""
@@ -130,61 +126,62 @@ class Objective:
         self.settings.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         return self.settings.checkpoint_dir / f"trial-{first}-{spec_hash}.pt"
 
-    def _gate(self, trial: optuna.Trial, cost: dict[str, float]) -> str | None:
+    def _gate(self, trial: optuna.Trial, cost: TrialRecord) -> str | None:
         """Sets the cost constraints (<= 0 feasible); a reason when over a limit."""
         reasons = []
-        for name, limit in (("params", self.settings.max_params), ("macs", self.settings.max_macs)):
+        for name, limit in (("params", self.settings.max_params),
+                            ("macs", self.settings.max_macs)):
             if limit is None:
                 continue
-            trial.set_constraint(f"max_{name}", cost[name] - limit)
-            if cost[name] > limit:
-                reasons.append(f"{name} {cost[name]:,} > max {limit:,}")
+            value = cost.objective(name) or 0.0
+            trial.set_constraint(f"max_{name}", value - limit)
+            if value > limit:
+                reasons.append(f"{name} {value:,.0f} > max {limit:,}")
         return f"over_budget: {'; '.join(reasons)}" if reasons else None
 
-    def _values(self, accuracy: float, cost: dict[str, float]) -> float | tuple[float, ...]:
-        out = [accuracy if o == "accuracy" else float(cost[COST_ATTR[o]])
+    def _values(self, cost: TrialRecord, accuracy: float | None) -> float | tuple[float, ...]:
+        out = [float(accuracy or 0.0) if o == "accuracy" else float(cost.objective(o) or 0.0)
                for o in self.settings.objectives]
         return out[0] if len(out) == 1 else tuple(out)
 
-    def _on_epoch(self, trial: optuna.Trial, cost: dict[str, float]):  # noqa: ANN202
+    def _on_epoch(self, trial: optuna.Trial, cost: TrialRecord):  # noqa: ANN202
         curve: list[float] = []
-        cost_name = next((o for o in self.settings.objectives if o != "accuracy"), "params")
+        cost_name = self.settings.halving_cost
 
         def on_epoch(stats: EpochStats) -> bool:
             curve.append(stats.val_accuracy)
-            trial.set_user_attr("curve", curve)
+            write_trial(trial, curve=curve)
             if not self.settings.early_stop or stats.epoch >= self.settings.budget.epochs:
                 return False
             if not self.settings.multi:
                 trial.report(stats.val_accuracy, stats.epoch)
                 if trial.should_prune():
-                    trial.set_user_attr("reason", f"pruned at epoch {stats.epoch} (median rule)")
+                    write_trial(trial, reason=f"pruned at epoch {stats.epoch} (median rule)")
                     return True
                 return False
-            peers = peer_curves(trial, COST_ATTR[cost_name])
             reason = self.settings.halving.decide(
-                stats.epoch, stats.val_accuracy, cost[COST_ATTR[cost_name]], peers)
+                stats.epoch, stats.val_accuracy, cost.objective(cost_name) or 0.0,
+                peer_curves(trial, cost_name))
             if reason:
-                trial.set_user_attr("reason", reason)
+                write_trial(trial, reason=reason)
             return reason is not None
 
         return on_epoch
 
-    def _record(self, trial: optuna.Trial, result: Any) -> None:
-        r = result.as_dict()
-        trial.set_user_attr("trained", True)
-        for key in ("val_accuracy", "wall_time_s", "images_per_second", "epochs_run", "steps",
-                    "seed", "device", "environment", "stopped"):
-            trial.set_user_attr(key, r.get(key))
-        trial.set_user_attr("resumed_epochs", result.resumed_from_epoch)
-        trial.set_user_attr("curve", [e.val_accuracy for e in result.curve])
-        trial.set_user_attr("loss_curve", [e.train_loss for e in result.curve])
+
+def record_result(trial: optuna.Trial, result: FitResult) -> None:
+    """A finished fit's figures on the trial."""
+    r = result.as_dict()
+    write_trial(trial, trained=True, **{k: r.get(k) for k in (
+        "val_accuracy", "wall_time_s", "images_per_second", "epochs_run", "steps", "seed",
+        "device", "environment", "stopped")}, resumed_epochs=result.resumed_from_epoch,
+        curve=[e.val_accuracy for e in result.curve],
+        loss_curve=[e.train_loss for e in result.curve])
 
 
 def fail(trial: optuna.Trial, reason: str, detail: str) -> None:
     """Record why and fail the trial (the study goes on)."""
-    trial.set_user_attr("reason", reason)
-    trial.set_user_attr("detail", detail[:500])
+    write_trial(trial, reason=reason, detail=detail[:500])
     raise TrialFailure(f"{reason}: {detail}")
 
 
@@ -202,36 +199,32 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def peer_curves(trial: optuna.Trial, cost_attr: str) -> list[Peer]:
+def peer_curves(trial: optuna.Trial, cost: str) -> list[Peer]:
     """Curves and costs of the study's other trained trials (finished or running)."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     peers = []
-    for t in trial.study.get_trials(deepcopy=False, states=states):
-        curve = t.user_attrs.get("curve")
-        if t.number != trial.number and curve and cost_attr in t.user_attrs:
-            peers.append(Peer(float(t.user_attrs[cost_attr]), curve))
+    for t in study_trials(trial.study, states):
+        value = t.record.objective(cost)
+        if t.number != trial.number and t.record.curve and value is not None:
+            peers.append(Peer(value, [c or 0.0 for c in t.record.curve]))
     return peers
 
 
-def find_reusable(trial: optuna.Trial, spec_hash: str, budget_key: str) -> Any:
+def find_reusable(trial: optuna.Trial, spec_hash: str, budget_key: str) -> StudyTrial | None:
     """A COMPLETE trained trial of the same architecture, budget and seed, if any."""
-    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        a = t.user_attrs
-        if (a.get("spec_hash") == spec_hash and a.get("budget_key") == budget_key
-                and a.get("trained") and "reused_from" not in a):
+    for t in study_trials(trial.study, (TrialState.COMPLETE,)):
+        r = t.record
+        if (r.spec_hash == spec_hash and r.budget_key == budget_key and r.is_trained
+                and not t.reused):
             return t
     return None
 
 
-def copy_result(trial: optuna.Trial, source: Any) -> None:
+def copy_result(trial: optuna.Trial, source: StudyTrial) -> None:
     """Reuse a finished trial's training result, saying so."""
-    for key in ("val_accuracy", "curve", "loss_curve", "wall_time_s", "images_per_second",
-                "epochs_run", "steps", "seed", "device", "environment", "trained"):
-        if key in source.user_attrs:
-            trial.set_user_attr(key, source.user_attrs[key])
-    trial.set_user_attr("reused_from", source.number)
-    trial.set_user_attr("reason", f"reused: same architecture, budget and seed as trial "
-                                  f"{source.number}")
+    shown = source.record.model_dump(include=set(RESULT_FIELDS), exclude_none=True)
+    write_trial(trial, **shown, reused_from=source.number,
+                reason=f"reused: same architecture, budget and seed as trial {source.number}")
 
 
-__all__ = ["COSTS", "Objective", "TrialFailure", "TrialSettings", "directions"]
+__all__ = ["COSTS", "OBJECTIVE_FIELDS", "Objective", "TrialFailure", "TrialSettings"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,9 @@ from pydantic import Field, ValidationError, model_validator
 
 from nas.errors import SpecError, describe
 from nas.families import FAMILIES, FamilySpec
-from nas.io import parse_spec, read_document, spaces_dir
+from nas.hashing import content_hash
+from nas.io import parse_spec, read_document
+from nas.resources import space_files
 from nas.specs import Frozen
 
 FAMILY_CLASSES = {f.model_fields["family"].default: f for f in FAMILIES}
@@ -98,8 +98,7 @@ class SearchSpace(Frozen):
         return FAMILY_CLASSES[self.family]
 
     def content_hash(self) -> str:
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return content_hash(self.model_dump(mode="json"))
 
     def size(self) -> float:
         """Distinct points (inf when a dimension is continuous)."""
@@ -160,11 +159,6 @@ class SearchSpace(Frozen):
             if unknown:
                 raise SpecError(f"space {self.name}: {', '.join(unknown)}: not a field of "
                                 f"family {self.family}")
-
-
-def space_files() -> dict[str, Path]:
-    """Shipped spaces by name (spaces/*.yaml)."""
-    return {p.stem: p for p in sorted(spaces_dir().glob("*.yaml"))}
 
 
 def load_space(source: str | Path) -> SearchSpace:

@@ -10,8 +10,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna_dashboard
 
 from nas.errors import UserError
-from nas.report.frames import StudyRef, open_existing
-from nas.search.storage import mask_url
+from nas.study.locate import StudyRef
+from nas.study.storage import mask_url, open_existing
 
 
 class ThreadedServer(ThreadingMixIn, WSGIServer):

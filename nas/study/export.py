@@ -8,44 +8,42 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
 
 from nas import __version__
 from nas.errors import UserError
 from nas.io import parse_spec, save_spec
-from nas.report.frames import BUDGET_KEYS, study_front
-from nas.search.storage import mask_url
+from nas.study.queries import StudyTrial, best, study_front, study_trials
+from nas.study.record import BUDGET_FIELDS, StudySettings
+from nas.study.storage import mask_url
 
 MANIFEST = "manifest.json"
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial:
+def best_trial(study: optuna.Study) -> StudyTrial:
     """The trained, feasible, complete trial of highest validation accuracy (earliest on ties)."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("trained") and all(v <= 0 for v in t.constraints.values())
-            and t.user_attrs.get("val_accuracy") is not None]
-    if not done:
+    found = best(study_trials(study))
+    if found is None:
         raise UserError(f"study {study.study_name} has no trained feasible trial yet")
-    return max(done, key=lambda t: (t.user_attrs["val_accuracy"], -t.number))
+    return found
 
 
-def pick_numbers(study: optuna.Study, numbers: list[int]) -> list[FrozenTrial]:
+def pick_numbers(study: optuna.Study, numbers: list[int]) -> list[StudyTrial]:
     """The trials with these numbers, each with a spec to export."""
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    trials = {t.number: t for t in study_trials(study)}
     out = []
     for n in dict.fromkeys(numbers):
         if n not in trials:
             raise UserError(f"study {study.study_name} has no trial {n} "
                             f"(trials 0..{len(trials) - 1})")
-        if "spec" not in trials[n].user_attrs:
-            why = trials[n].user_attrs.get("reason", trials[n].state.name.lower())
+        if trials[n].record.spec is None:
+            why = trials[n].record.reason or trials[n].state.name.lower()
             raise UserError(f"trial {n} has no spec to export ({why})")
         out.append(trials[n])
     return out
 
 
 def select_trials(study: optuna.Study, pareto: bool, best: bool,
-                  numbers: list[int]) -> tuple[str, list[FrozenTrial]]:
+                  numbers: list[int]) -> tuple[str, list[StudyTrial]]:
     """The selection's name and trials: the Pareto front (default), the best, or by number."""
     if pareto + best + bool(numbers) > 1:
         raise UserError("choose one of --pareto, --best or --trial N")
@@ -59,21 +57,21 @@ def select_trials(study: optuna.Study, pareto: bool, best: bool,
     return "pareto", sorted(front, key=lambda t: t.number)
 
 
-def trial_file(trial: FrozenTrial) -> str:
+def trial_file(trial: StudyTrial) -> str:
     """trial-0007-resnext-<spec hash>.yaml"""
-    a = trial.user_attrs
-    return f"trial-{trial.number:04d}-{a.get('family', 'spec')}-{a.get('spec_hash', 'nohash')}.yaml"
+    r = trial.record
+    return f"trial-{trial.number:04d}-{r.family or 'spec'}-{r.spec_hash or 'nohash'}.yaml"
 
 
-def train_command(spec_path: Path, budget: dict[str, Any], trial: FrozenTrial,
+def train_command(spec_path: Path, budget: dict[str, Any], trial: StudyTrial,
                   run_dir: Path) -> str:
     """The `nas train` command that repeats a trial: same budget, seed, device and CPU threads
     (the thread count changes summation order, and a short run amplifies the difference)."""
-    threads = (trial.user_attrs.get("environment") or {}).get("threads")
+    r = trial.record
+    threads = (r.environment or {}).get("threads")
     # search splits the data with the study's seed, so the retrain validates on the same images
-    device = trial.user_attrs.get("device")
-    settings = {**budget, "split_seed": budget.get("seed"), "device": device,
-                "threads": threads if device == "cpu" else None}
+    settings = {**budget, "split_seed": budget.get("seed"), "device": r.device,
+                "threads": threads if r.device == "cpu" else None}
     argv = ["nas", "train", str(spec_path)]
     for key, value in settings.items():
         if value is not None:
@@ -81,13 +79,13 @@ def train_command(spec_path: Path, budget: dict[str, Any], trial: FrozenTrial,
     return shlex.join(argv + ["--out", str(run_dir)])
 
 
-def manifest_entry(trial: FrozenTrial, file: str, command: str) -> dict[str, Any]:
+def manifest_entry(trial: StudyTrial, file: str, command: str) -> dict[str, Any]:
     """What the manifest says about one exported trial."""
-    a = trial.user_attrs
-    keys = ("family", "spec_hash", "val_accuracy", "params", "macs", "latency_ms", "epochs_run",
-            "device", "reused_from")
-    return {"number": trial.number, "file": file, "state": trial.state.name,
-            **{k: a.get(k) for k in keys}, "train_command": command}
+    shown = trial.record.model_dump(include={
+        "family", "spec_hash", "val_accuracy", "params", "macs", "latency_ms", "epochs_run",
+        "device", "reused_from"})
+    return {"number": trial.number, "file": file, "state": trial.state.name, **shown,
+            "train_command": command}
 
 
 def check_free(paths: list[Path]) -> None:
@@ -98,25 +96,26 @@ def check_free(paths: list[Path]) -> None:
         raise UserError(f"{taken[0]}: already exists{more}; not overwriting (use another --out)")
 
 
-def export_trials(study: optuna.Study, trials: list[FrozenTrial], out: Path, selection: str,
+def export_trials(study: optuna.Study, trials: list[StudyTrial], out: Path, selection: str,
                   storage_url: str) -> dict[str, Any]:
     """Writes each trial's spec and out/manifest.json; returns the manifest."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     files = [trial_file(t) for t in trials]
     check_free([out / f for f in files] + [out / MANIFEST])
-    budget = {k: study.user_attrs.get(k) for k in BUDGET_KEYS}
+    settings = StudySettings.from_study(study)
+    budget = settings.model_dump(include=set(BUDGET_FIELDS))  # None where not recorded
     entries = []
     for trial, file in zip(trials, files):
-        spec = parse_spec(trial.user_attrs["spec"], f"trial {trial.number}")
+        spec = parse_spec(trial.record.spec, f"trial {trial.number}")
         save_spec(spec, out / file)
         command = train_command(out / file, budget, trial, out / "runs" / Path(file).stem)
         entries.append(manifest_entry(trial, file, command))
     manifest = {
         "study": study.study_name, "storage": mask_url(storage_url),
-        "space": study.user_attrs.get("space"), "space_hash": study.user_attrs.get("space_hash"),
-        "objectives": study.user_attrs.get("objectives"), "budget": budget,
-        "nas_version": study.user_attrs.get("nas_version"), "exported_by": __version__,
+        "space": settings.space, "space_hash": settings.space_hash,
+        "objectives": settings.objectives, "budget": budget,
+        "nas_version": settings.nas_version, "exported_by": __version__,
         "selection": selection, "trials": entries,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

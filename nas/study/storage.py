@@ -101,3 +101,15 @@ def open_storage(url: str, heartbeat: bool = True, max_retry: int = 1) -> RDBSto
 
 def study_names(storage: RDBStorage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
+def open_existing(url: str) -> RDBStorage:
+    """The storage at `url` for reading, refusing (without creating anything) an absent SQLite
+    file."""
+    path = sqlite_path(url)
+    if url.startswith("sqlite:") and path is None:
+        raise UserError(f"{url}: an in-memory SQLite database holds no study to read")
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        what = "no such file" if not path.exists() else "not a study database"
+        raise UserError(f"{path}: {what}; run `nas search` first or give --storage")
+    return open_storage(url, heartbeat=False)

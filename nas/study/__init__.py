@@ -1,0 +1,30 @@
+"""Studies: the typed trial record (record), storages (storage), finding and opening a study
+(locate), the questions asked of one (queries: front, best, feasible...), export and the
+dashboard. Everything that reads or writes a trial's attributes goes through here; nothing
+here imports torch."""
+
+from nas.study.locate import StudyRef, load_study, locate_study, open_located
+from nas.study.queries import (
+    FINISHED,
+    StudyTrial,
+    best,
+    finished_count,
+    front,
+    study_front,
+    study_trials,
+)
+from nas.study.record import (
+    COST_LABELS,
+    COSTS,
+    OBJECTIVE_FIELDS,
+    StudySettings,
+    TrialRecord,
+    directions,
+    write_trial,
+)
+from nas.study.storage import default_storage, mask_url, open_existing, open_storage
+
+__all__ = ["COSTS", "COST_LABELS", "FINISHED", "OBJECTIVE_FIELDS", "StudyRef", "StudySettings",
+           "StudyTrial", "TrialRecord", "best", "default_storage", "directions",
+           "finished_count", "front", "load_study", "locate_study", "mask_url", "open_existing",
+           "open_located", "open_storage", "study_front", "study_trials", "write_trial"]

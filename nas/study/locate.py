@@ -1,0 +1,61 @@
+"""Find a study from --study / --storage and their defaults, and open it for reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import optuna
+
+from nas.errors import UserError
+from nas.study.storage import default_storage, mask_url, open_existing, study_names
+
+
+class StudyRef(NamedTuple):
+    """A study name and the storage URL that holds it."""
+
+    name: str
+    url: str
+
+
+def pick_study(names: list[str], url: str) -> str:
+    """The only study in a storage; otherwise say which names there are."""
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise UserError(f"{mask_url(url)}: holds no study")
+    raise UserError(f"{mask_url(url)} holds {len(names)} studies ({', '.join(sorted(names))}); "
+                    f"choose one with --study")
+
+
+def locate_study(study: str | None, storage: str | None) -> StudyRef:
+    """Resolve --study/--storage defaults: the only study of a storage, the only studies/*.db."""
+    if storage is None and study is None:
+        found = sorted(Path("studies").glob("*.db"))
+        if len(found) != 1:
+            held = f"studies/ holds {', '.join(p.name for p in found)}" if found else \
+                "no studies/*.db here"
+            raise UserError(f"give --study (or --storage): {held}")
+        storage = f"sqlite:///{found[0].as_posix()}"
+    url = storage or default_storage(study or "")
+    names = study_names(open_existing(url))
+    if study is None:
+        return StudyRef(pick_study(names, url), url)
+    if study not in names:
+        there = f"studies there: {', '.join(sorted(names))}" if names else "it holds no study"
+        raise UserError(f"no study {study!r} in {mask_url(url)}; {there}")
+    return StudyRef(study, url)
+
+
+def load_study(ref: StudyRef) -> optuna.Study:
+    """The study a located reference names, opened for reading."""
+    return optuna.load_study(study_name=ref.name, storage=open_existing(ref.url))
+
+
+def open_located(study: str | None, storage: str | None) -> tuple[StudyRef, optuna.Study]:
+    """locate_study then load_study."""
+    ref = locate_study(study, storage)
+    return ref, load_study(ref)
+
+
+__all__ = ["StudyRef", "load_study", "locate_study", "open_located", "pick_study"]

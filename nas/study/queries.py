@@ -1,0 +1,132 @@
+"""One definition of each question about a study's trials: feasible, trained, evaluated,
+finished, the Pareto front, the best trial."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.study.record import TrialRecord
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class StudyTrial:
+    """A trial as nas sees it: Optuna's frozen trial and its typed record."""
+
+    trial: FrozenTrial
+
+    @cached_property
+    def record(self) -> TrialRecord:
+        return TrialRecord.from_trial(self.trial)
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def state(self) -> TrialState:
+        return self.trial.state
+
+    @property
+    def values(self) -> list[float] | None:
+        return self.trial.values
+
+    @property
+    def feasible(self) -> bool:
+        """Within every cost limit of the search (Optuna constraints <= 0)."""
+        return all(v <= 0 for v in self.trial.constraints.values())
+
+    @property
+    def trained(self) -> bool:
+        return self.record.is_trained
+
+    @property
+    def reused(self) -> bool:
+        return self.record.reused_from is not None
+
+    @property
+    def scored(self) -> bool:
+        """Complete, trained and feasible: a result on the study's terms (maybe reused)."""
+        return (self.state == TrialState.COMPLETE and self.trained and self.feasible
+                and self.record.val_accuracy is not None)
+
+    @property
+    def evaluated(self) -> bool:
+        """A distinct architecture trained to the full budget here: scored and not reused."""
+        return self.scored and not self.reused
+
+
+def study_trials(study: optuna.Study, states: Sequence[TrialState] | None = None,
+                 ) -> list[StudyTrial]:
+    """The study's trials (optionally of some states), by number."""
+    found = study.get_trials(deepcopy=False, states=tuple(states) if states else None)
+    return [StudyTrial(t) for t in sorted(found, key=lambda t: t.number)]
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that count towards the target: complete or pruned."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def unique_architectures(trials: Iterable[StudyTrial]) -> list[StudyTrial]:
+    """The first trial of each architecture (reused results repeat their source's values)."""
+    seen: set[str] = set()
+    out = []
+    for t in trials:
+        key = t.record.spec_hash or f"trial-{t.number}"
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Rows of `values` that no other row dominates (better or equal in all, better in one)."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=bool)
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    v = values * signs  # everything minimised
+    no_worse = (v[:, None, :] <= v[None, :, :]).all(axis=2)  # [i, j]: i no worse than j
+    better = (v[:, None, :] < v[None, :, :]).any(axis=2)
+    dominated = (no_worse & better).any(axis=0)
+    return ~dominated
+
+
+def by_accuracy(trials: Iterable[StudyTrial]) -> list[StudyTrial]:
+    """Highest validation accuracy first, earlier trial first on ties."""
+    return sorted(trials, key=lambda t: (-(t.record.val_accuracy or 0.0), t.number))
+
+
+def front(trials: Sequence[StudyTrial], directions: Sequence[str], top: int = 10,
+          ) -> list[StudyTrial]:
+    """The Pareto front of scored trials (one per architecture, best accuracy first); for a
+    single objective, the best `top` distinct architectures."""
+    scored = [t for t in trials if t.scored and t.values is not None]
+    if len(directions) == 1:
+        return unique_architectures(by_accuracy(scored))[:top]
+    values = np.array([t.values for t in scored], dtype=float).reshape(len(scored), len(directions))
+    on_front = [t for t, keep in zip(scored, pareto_mask(values, directions)) if keep]
+    return unique_architectures(by_accuracy(on_front))
+
+
+def best(trials: Iterable[StudyTrial]) -> StudyTrial | None:
+    """The scored trial of highest validation accuracy (earliest on ties), if any."""
+    ranked = by_accuracy(t for t in trials if t.scored)
+    return ranked[0] if ranked else None
+
+
+def study_front(study: optuna.Study, top: int = 10) -> list[StudyTrial]:
+    """`front` of a whole study, in the study's own directions."""
+    directions = [d.name.lower() for d in study.directions]
+    return front(study_trials(study), directions, top)
+
+
+__all__ = ["FINISHED", "StudyTrial", "best", "by_accuracy", "finished_count", "front",
+           "pareto_mask", "study_front", "study_trials", "unique_architectures"]

@@ -1,0 +1,136 @@
+"""The typed record of a trial and of a study: the one place that knows Optuna's attribute keys.
+
+Optuna stores user attributes as a string-keyed JSON bag; nas keeps that as the storage format
+only. Writers go through `write_trial` / `StudySettings.write`, readers through
+`TrialRecord.from_trial` / `StudySettings.from_study`; a misspelt field is a TypeError at once,
+not a key that silently reads back as missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from pydantic import BaseModel, ConfigDict
+
+# Objective name -> the record field holding its value (accuracy is maximised, costs minimised).
+OBJECTIVE_FIELDS = {"accuracy": "val_accuracy", "params": "params", "macs": "macs",
+                    "latency": "latency_ms"}
+COSTS = ("params", "macs", "latency")
+COST_LABELS = {"params": "parameters", "macs": "MACs", "latency": "latency (ms, batch 1)"}
+
+
+class TrialRecord(BaseModel):
+    """Everything nas records about one trial. Fields are None until the trial sets them."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # what was sampled
+    spec: dict[str, Any] | None = None  # the whole spec: any trial rebuilds without re-sampling
+    spec_hash: str | None = None  # content hash of the lowered network
+    family: str | None = None
+    budget_key: str | None = None  # what a result depends on besides the architecture
+    # cost, measured before training (per image at the spec's input size)
+    params: int | None = None
+    macs: int | None = None
+    activations: int | None = None
+    peak_memory_bytes: int | None = None
+    latency_ms: float | None = None
+    # training
+    trained: bool | None = None  # False: gated or failed before training
+    val_accuracy: float | None = None
+    curve: list[float | None] | None = None  # validation accuracy after each epoch
+    loss_curve: list[float | None] | None = None
+    wall_time_s: float | None = None
+    images_per_second: float | None = None
+    epochs_run: int | None = None
+    steps: int | None = None
+    seed: int | None = None
+    device: str | None = None
+    environment: dict[str, Any] | None = None
+    stopped: str | None = None
+    resumed_epochs: int | None = None
+    # outcome
+    reason: str | None = None  # why it failed, was stopped, gated or reused
+    detail: str | None = None
+    reused_from: int | None = None  # the trial whose training result this one reuses
+
+    @classmethod
+    def from_trial(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> TrialRecord:
+        """The record stored in a trial's user attributes."""
+        return cls.model_validate(trial.user_attrs)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The fields this record sets, as Optuna user attributes (JSON values)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def objective(self, name: str) -> float | None:
+        """The value of objective `name` (accuracy, params, macs, latency)."""
+        value = getattr(self, OBJECTIVE_FIELDS[name])
+        return None if value is None else float(value)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.trained)
+
+
+def write_trial(trial: optuna.Trial, **fields: Any) -> TrialRecord:
+    """Validates `fields` as record fields and stores them on the running trial."""
+    unknown = set(fields) - set(TrialRecord.model_fields)
+    if unknown:
+        raise TypeError(f"not TrialRecord fields: {', '.join(sorted(unknown))}")
+    part = TrialRecord(**fields)
+    for key, value in part.to_attrs().items():
+        trial.set_user_attr(key, value)
+    return part
+
+
+BUDGET_FIELDS = ("dataset", "epochs", "subset", "batch_size", "lr", "seed")
+
+
+class StudySettings(BaseModel):
+    """What a study was created with: space, objectives and the training budget of its trials."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    space: str | None = None
+    space_hash: str | None = None
+    space_definition: dict[str, Any] | None = None
+    objectives: list[str] | None = None
+    nas_version: str | None = None
+    train_config: dict[str, Any] | None = None
+    dataset: str | None = None
+    epochs: int | None = None
+    subset: float | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int | None = None
+
+    @classmethod
+    def from_study(cls, study: optuna.Study) -> StudySettings:
+        return cls.model_validate(study.user_attrs)
+
+    def to_attrs(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def write(self, study: optuna.Study) -> None:
+        """Stores the settings on the study."""
+        for key, value in self.to_attrs().items():
+            study.set_user_attr(key, value)
+
+    def budget(self) -> dict[str, Any]:
+        """The recorded training budget (dataset, epochs, subset, batch size, lr, seed)."""
+        return {k: getattr(self, k) for k in BUDGET_FIELDS if getattr(self, k) is not None}
+
+    def objective_names(self, count: int) -> list[str]:
+        """The objectives, or `accuracy` per direction for a study nas did not create."""
+        return list(self.objectives or ["accuracy"] * count)
+
+
+def directions(objectives: tuple[str, ...] | list[str]) -> list[str]:
+    """maximize for accuracy, minimize for each cost."""
+    return ["maximize" if o == "accuracy" else "minimize" for o in objectives]
+
+
+__all__ = ["BUDGET_FIELDS", "COSTS", "COST_LABELS", "OBJECTIVE_FIELDS", "StudySettings",
+           "TrialRecord", "directions", "write_trial"]
