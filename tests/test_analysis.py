@@ -188,6 +188,18 @@ def test_builtin_rules_on_anynet_resnext_and_vgg_specs() -> None:
     assert builtin("width_ratio_band").fields == ("widths",)
 
 
+@pytest.mark.parametrize(("name", "config"), [
+    ("RegNetX-400MF", (22, 24, 24.48, 2.54, 16)), ("RegNetX-3.2GF", (25, 88, 26.31, 2.25, 48)),
+    ("RegNetY-800MF", (14, 56, 38.84, 2.4, 16)), ("RegNetY-3.2GF", (21, 80, 42.63, 2.66, 24)),
+])
+def test_published_regnets_lie_in_the_default_width_band(name: str, config: tuple) -> None:
+    from nas.families.regnet import regnet_stages  # torchvision's (depth, w0, wa, wm, gw)
+
+    widths = [w for _, w, _ in regnet_stages(*config, ratio=1.0)]
+    assert builtin("width_ratio_band").status({"widths": widths}) == "satisfied", (name, widths)
+    assert builtin("width_ratio_band").status({"widths": [64, 96, 128, 192]}) == "violated"
+
+
 @pytest.mark.parametrize(("clause", "expected"), [
     ({"field": "stem_width", "eq": 16}, "satisfied"),
     ({"field": "stem_width", "eq": 32}, "violated"),

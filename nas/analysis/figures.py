@@ -17,10 +17,10 @@ STATISTIC_LABELS = {"mean": "mean error"}
 
 
 def statistic_label(statistic: str) -> str:
-    """'mean error', or 'error at the 25th percentile' for q25."""
+    """'mean error', or 'error at percentile 25' for q25."""
     if statistic in STATISTIC_LABELS:
         return STATISTIC_LABELS[statistic]
-    return f"error at the {statistic[1:]}th percentile"
+    return f"error at percentile {statistic[1:]}"
 
 
 def tested(effects: RuleEffects) -> pd.DataFrame:

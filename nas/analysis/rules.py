@@ -55,7 +55,7 @@ CLAUSES = ("all", "any", "not", *QUANTIFIERS, "ratio_band")
 CLAUSE_HELP = ("all, any, not, non_decreasing, non_increasing, shared, ratio_band, "
                "or field + operator")
 # Radosavovic et al. 2020 restrict RegNetX to w_m >= 2, and pycls samples w_m in [2, 3]
-# (SAMPLERS.REGNET_SAMPLER.WM); the published RegNetX/Y stage widths step by 2 to 2.7.
+# (SAMPLERS.REGNET_SAMPLER.WM); the published RegNetX/Y stage widths grow by factors of 2 to 3.
 WIDTH_BAND = (2.0, 3.0)
 RATIO_SLACK = 1e-9  # 64 / 32 is exactly 2, but a float ratio from rounded widths may miss by ulps
 
