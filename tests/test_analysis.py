@@ -91,7 +91,7 @@ def test_bootstrap_estimate_is_the_hand_difference() -> None:
     diff = bootstrap_ci(ERR_A, COST_A, ERR_B, COST_B, bins=3, n_boot=200, seed=1)
     assert diff.estimate == pytest.approx(0.15)
     assert diff.low <= diff.high
-    assert 0 < diff.resamples <= 200  # some resamples lose every shared bin and are skipped
+    assert 0 < diff.resamples < 200  # some resamples lose every shared bin and are skipped
 
 
 def test_equal_weights_give_the_plain_edf() -> None:

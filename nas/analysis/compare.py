@@ -129,7 +129,7 @@ def verdict(low: float, high: float) -> str:
 
 
 def compare_rule(rule: Rule, specs: Sequence[Any], errors: np.ndarray, costs: np.ndarray,
-              options: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame | None]:
+                 options: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """One rule's table row and, when tested, its two normalised EDFs."""
     status = np.array([rule.status(s) for s in specs])
     counts = {s: int((status == s).sum()) for s in ("satisfied", "violated", "trivial", "missing")}
