@@ -168,10 +168,10 @@ class InceptionStage(Frozen):
         return self.c1 + self.c2[1] + self.c3[1] + self.c4
 
 
-class NiNStage(Frozen):
-    """Network-in-network block: a k x k conv followed by two 1x1 convs, each with ReLU."""
+class MLPConvStage(Frozen):
+    """The mlpconv layer of Network in Network: a k x k conv then two 1x1 convs, each with ReLU."""
 
-    kind: Literal["nin"] = "nin"
+    kind: Literal["mlpconv"] = "mlpconv"
     width: PositiveInt
     kernel: PositiveInt
     stride: PositiveInt = 1
@@ -212,7 +212,7 @@ class DropoutStage(Frozen):
 
 StageSpec = Annotated[
     ConvStage | PoolStage | ResidualStage | DenseStage | TransitionStage
-    | InceptionStage | NiNStage | NormActStage | DropoutStage,
+    | InceptionStage | MLPConvStage | NormActStage | DropoutStage,
     Field(discriminator="kind"),
 ]
 

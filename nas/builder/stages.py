@@ -13,7 +13,7 @@ from nas.specs import (
     DenseStage,
     DropoutStage,
     InceptionStage,
-    NiNStage,
+    MLPConvStage,
     NormActStage,
     PoolStage,
     ResidualStage,
@@ -75,8 +75,8 @@ def _inception(w_in: int, s: InceptionStage) -> nn.Module:
     return Inception(w_in, s)
 
 
-@register("nin")
-def _nin(w_in: int, s: NiNStage) -> nn.Module:
+@register("mlpconv")
+def _mlpconv(w_in: int, s: MLPConvStage) -> nn.Module:
     return nn.Sequential(
         ConvNormAct(w_in, s.width, s.kernel, s.stride, s.padding, bias=True, norm=False),
         ConvNormAct(s.width, s.width, 1, bias=True, norm=False),

@@ -12,8 +12,8 @@ from nas.specs import (
     DropoutStage,
     Frozen,
     InceptionStage,
+    MLPConvStage,
     NetworkSpec,
-    NiNStage,
     PoolStage,
     StageSpec,
 )
@@ -73,7 +73,7 @@ class AlexNetSpec(FamilySpec):
 
 
 class NiNSpec(FamilySpec):
-    """Network in Network: NiN blocks (width, kernel, stride, padding) with max-pools between."""
+    """Network in Network: mlpconv blocks (width, kernel, stride, padding), max-pools between."""
 
     family: Literal["nin"] = "nin"
     blocks: tuple[tuple[PositiveInt, PositiveInt, PositiveInt, int], ...] = Field(
@@ -84,10 +84,12 @@ class NiNSpec(FamilySpec):
     def lower(self) -> NetworkSpec:
         stages: list[StageSpec] = []
         for width, kernel, stride, padding in self.blocks:
-            stages.append(NiNStage(width=width, kernel=kernel, stride=stride, padding=padding))
+            stages.append(
+                MLPConvStage(width=width, kernel=kernel, stride=stride, padding=padding)
+            )
             stages.append(PoolStage(mode="max", kernel=3, stride=2))
         stages.append(DropoutStage(p=self.dropout))
-        stages.append(NiNStage(width=self.num_classes, kernel=3, padding=1))
+        stages.append(MLPConvStage(width=self.num_classes, kernel=3, padding=1))
         return self.network(stages, pool="avg", linear=False)
 
 
