@@ -115,6 +115,19 @@ def test_hash_is_stable_across_versions() -> None:
     )
 
 
+def test_fields_added_later_enter_the_hash_only_when_used() -> None:
+    """Stage fields added after hashes were stored are left out of dumps at their defaults."""
+    spec = load_spec("resnet18").lower()
+    data = spec.model_dump(mode="json")
+    assert "ceil_mode" not in data["stages"][1] and "shortcut_first" not in data["stages"][2]
+    assert "norm_eps" not in data["stages"][0] and "classifier_dropout" not in data["head"]
+    data["stages"][2]["shortcut_first"] = True
+    changed = NetworkSpec.model_validate(data)
+    assert changed.stages[2].shortcut_first  # type: ignore[union-attr]
+    assert changed.content_hash() != spec.content_hash()
+    assert NetworkSpec.model_validate(changed.model_dump(mode="json")) == changed
+
+
 def test_generic_spec_hash_is_stable_within_a_process() -> None:
     spec = load_spec("densenet121").lower()
     rebuilt = NetworkSpec.model_validate(json.loads(spec.model_dump_json()))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import pytest
@@ -31,29 +30,6 @@ TORCHVISION_PRESETS = sorted(set(preset_names()) & set(torchvision.models.list_m
 
 def test_every_required_torchvision_preset_is_shipped() -> None:
     assert set(PUBLISHED) <= set(TORCHVISION_PRESETS)
-
-
-def torchvision_state(name: str, model: nn.Module) -> dict[str, torch.Tensor]:
-    """torchvision's state dict, with each RegNet block's projection moved after its branch.
-
-    torchvision's RegNet registers a block's shortcut (`proj`) before its branch (`f`); nas
-    registers the branch first. Everything else is compared in torchvision's own order.
-    """
-    state = model.state_dict()
-    if not name.startswith("regnet"):
-        return state
-    block = re.compile(r"^(trunk_output\.block\d+\.block\d+-\d+)\.(proj|f)\.")
-    first_of_block: dict[str, int] = {}
-    ranks = []
-    for index, key in enumerate(state):
-        match = block.match(key)
-        if match is None:
-            ranks.append((index, 0, index))
-            continue
-        start = first_of_block.setdefault(match.group(1), index)
-        ranks.append((start, int(match.group(2) == "proj"), index))
-    keys = list(state)
-    return {keys[i]: state[keys[i]] for *_, i in sorted(ranks)}
 
 
 def torchvision_model(name: str) -> nn.Module:
@@ -94,14 +70,14 @@ def test_parameter_count_is_torchvisions(pair: Pair) -> None:
 
 
 def test_state_dict_shapes_are_torchvisions_in_order(pair: Pair) -> None:
-    theirs = torchvision_state(pair.name, pair.theirs)
+    theirs = pair.theirs.state_dict()
     assert state_shapes(pair.ours.state_dict()) == state_shapes(theirs)
 
 
 def test_outputs_are_torchvisions_with_the_same_weights(pair: Pair) -> None:
     generator = torch.Generator().manual_seed(1)
     randomise_batch_norm(pair.ours, generator)
-    theirs = torchvision_state(pair.name, pair.theirs)
+    theirs = pair.theirs.state_dict()
     with torch.no_grad():  # nas's tensors into torchvision's, position by position
         for target, source in zip(theirs.values(), pair.ours.state_dict().values(), strict=True):
             target.copy_(source)

@@ -10,8 +10,13 @@ from nas.builder.stages import STAGE_BUILDERS
 from nas.specs import HeadSpec, NetworkSpec
 
 
+def dropout(p: float) -> list[nn.Module]:
+    """A dropout layer, or none when p is 0."""
+    return [nn.Dropout(p)] if p > 0 else []
+
+
 class Head(nn.Sequential):
-    """Pool -> flatten -> hidden (Linear, [BN1d], act, [dropout]) -> classifier."""
+    """Pool -> flatten -> hidden ([dropout], Linear, [BN1d], act, [dropout]) -> classifier."""
 
     def __init__(self, head: HeadSpec, channels: int, size: int, num_classes: int) -> None:
         if head.pool == "avg":
@@ -23,12 +28,14 @@ class Head(nn.Sequential):
             layers, features = [nn.AdaptiveAvgPool2d(head.pool)], channels * head.pool**2
         layers.append(nn.Flatten())
         for width in head.hidden:
+            layers += dropout(head.dropout) if head.dropout_before else []
             layers.append(nn.Linear(features, width))
             layers += [nn.BatchNorm1d(width)] if head.norm else []
             layers.append(activation(head.act))
-            layers += [nn.Dropout(head.dropout)] if head.dropout > 0 else []
+            layers += [] if head.dropout_before else dropout(head.dropout)
             features = width
         if head.linear:
+            layers += dropout(head.classifier_dropout)
             layers.append(nn.Linear(features, num_classes))
         super().__init__(*layers)
 

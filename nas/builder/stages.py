@@ -41,7 +41,7 @@ def _conv(w_in: int, s: ConvStage) -> nn.Module:
         layers.append(
             ConvNormAct(
                 w_in if i == 0 else s.width, s.width, s.kernel, s.stride if i == 0 else 1,
-                s.padding, s.groups, s.bias, s.norm, s.act, s.preact,
+                s.padding, s.groups, s.bias, s.norm, s.act, s.preact, s.norm_eps,
             )
         )
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
@@ -50,7 +50,7 @@ def _conv(w_in: int, s: ConvStage) -> nn.Module:
 @register("pool")
 def _pool(w_in: int, s: PoolStage) -> nn.Module:
     pool = nn.MaxPool2d if s.mode == "max" else nn.AvgPool2d
-    return pool(s.kernel, s.stride or s.kernel, s.padding)
+    return pool(s.kernel, s.stride or s.kernel, s.padding, ceil_mode=s.ceil_mode)
 
 
 @register("residual")

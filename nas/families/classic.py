@@ -57,19 +57,34 @@ class AlexNetSpec(FamilySpec):
     hidden: tuple[PositiveInt, ...] = (4096, 4096)
     dropout: float = Field(default=0.5, ge=0, lt=1)
     batch_norm: bool = False
+    first_padding: int = Field(
+        default=1, ge=0, le=5, description="padding of the 11x11/4 conv (torchvision: 2)"
+    )
+    pool_size: PositiveInt | None = Field(
+        default=None, description="adaptive average pool to NxN before the fc head (torchvision: 6)"
+    )
+    dropout_before: bool = Field(
+        default=False,
+        description="dropout before each hidden Linear (torchvision) instead of after its ReLU",
+    )
 
     def lower(self) -> NetworkSpec:
         w, bn = self.widths, self.batch_norm
         pool = PoolStage(mode="max", kernel=3, stride=2)
         stages: list[StageSpec] = [
-            ConvStage(width=w[0], kernel=11, stride=4, padding=1, bias=True, norm=bn),
+            ConvStage(
+                width=w[0], kernel=11, stride=4, padding=self.first_padding, bias=True, norm=bn
+            ),
             pool,
             ConvStage(width=w[1], kernel=5, padding=2, bias=True, norm=bn),
             pool,
             *(ConvStage(width=c, kernel=3, bias=True, norm=bn) for c in w[2:]),
             pool,
         ]
-        return self.network(stages, pool="flatten", hidden=self.hidden, dropout=self.dropout)
+        return self.network(
+            stages, pool=self.pool_size or "flatten", hidden=self.hidden, dropout=self.dropout,
+            dropout_before=self.dropout_before,
+        )
 
 
 class NiNSpec(FamilySpec):
@@ -116,7 +131,11 @@ BOOK_INCEPTION = (
 
 
 class GoogLeNetSpec(FamilySpec):
-    """GoogLeNet as in the book: a conv stem, groups of inception blocks with max-pools between."""
+    """GoogLeNet: a conv stem, groups of inception blocks with max-pools between.
+
+    The defaults are the book's network; torchvision's is `batch_norm: true, conv_bias: false,
+    norm_eps: 0.001, c3_kernel: 3, pool_style: torchvision, dropout: 0.2` at 224x224.
+    """
 
     family: Literal["googlenet"] = "googlenet"
     input_size: PositiveInt = 96
@@ -129,22 +148,47 @@ class GoogLeNetSpec(FamilySpec):
         min_length=1,
     )
     batch_norm: bool = False
+    conv_bias: bool = Field(default=True, description="biases on every conv (torchvision: none)")
+    norm_eps: float = Field(
+        default=1e-5, gt=0, lt=1, description="batch norm epsilon (torchvision: 0.001)"
+    )
+    c3_kernel: Literal[3, 5] = Field(
+        default=5,
+        description="kernel of the third branch's second conv: 5 as in the paper; torchvision "
+        "keeps a historical 3",
+    )
+    pool_style: Literal["book", "torchvision"] = Field(
+        default="book",
+        description="book: 3x3/2 max-pools with padding 1; torchvision: 3x3/2 max-pools with "
+        "ceil_mode, except 2x2/2 before the last group",
+    )
+    dropout: float = Field(
+        default=0.0, ge=0, lt=1, description="dropout before the classifier (torchvision: 0.2)"
+    )
+
+    def pool(self, last: bool = False) -> PoolStage:
+        """The max-pool between stem parts and groups (`last`: the one before the last group)."""
+        if self.pool_style == "book":
+            return PoolStage(mode="max", kernel=3, stride=2, padding=1)
+        return PoolStage(mode="max", kernel=2 if last else 3, stride=2, ceil_mode=True)
 
     def lower(self) -> NetworkSpec:
-        s, bn = self.stem_widths, self.batch_norm
-        pool = PoolStage(mode="max", kernel=3, stride=2, padding=1)
+        s = self.stem_widths
+        conv = {"bias": self.conv_bias, "norm": self.batch_norm, "norm_eps": self.norm_eps}
         stages: list[StageSpec] = [
-            ConvStage(width=s[0], kernel=7, stride=2, padding=3, bias=True, norm=bn),
-            pool,
-            ConvStage(width=s[1], kernel=1, bias=True, norm=bn),
-            ConvStage(width=s[2], kernel=3, bias=True, norm=bn),
-            pool,
+            ConvStage(width=s[0], kernel=7, stride=2, padding=3, **conv),
+            self.pool(),
+            ConvStage(width=s[1], kernel=1, **conv),
+            ConvStage(width=s[2], kernel=3, **conv),
+            self.pool(),
         ]
         for i, group in enumerate(self.groups):
             for b in group:
                 stages.append(
-                    InceptionStage(c1=b.c1, c2=b.c2, c3=b.c3, c4=b.c4, bias=True, norm=bn)
+                    InceptionStage(
+                        c1=b.c1, c2=b.c2, c3=b.c3, c4=b.c4, c3_kernel=self.c3_kernel, **conv
+                    )
                 )
             if i < len(self.groups) - 1:
-                stages.append(pool)
-        return self.network(stages, pool="avg")
+                stages.append(self.pool(last=i == len(self.groups) - 2))
+        return self.network(stages, pool="avg", classifier_dropout=self.dropout)
