@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from nas.builder.layers import activation
 from nas.builder.stages import STAGE_BUILDERS
+from nas.builder.weights import load_weights
 from nas.specs import HeadSpec, NetworkSpec
 
 
@@ -71,10 +74,19 @@ def initialise(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build(spec: object) -> Network:
-    """A module from a family spec, a NetworkSpec, a dict, a path or a preset name."""
+def build(spec: object, weights: str | Path | None = None) -> Network:
+    """A module from a family spec, a NetworkSpec, a dict, a path or a preset name.
+
+    `weights`: a state_dict file (torchvision checkpoint or .safetensors) loaded by order.
+    """
     from nas.io import load_spec
 
     if not isinstance(spec, NetworkSpec):
         spec = load_spec(spec).lower()  # type: ignore[arg-type]
-    return Network(spec)
+    if weights is None:
+        return Network(spec)
+    with torch.device("meta"):  # every tensor is overwritten: initialising them is wasted time
+        model = Network(spec)
+    model.to_empty(device="cpu")
+    load_weights(model, weights)
+    return model
