@@ -89,6 +89,10 @@ def test_hash_is_of_the_network_not_of_unused_fields() -> None:
     assert (load_spec({**base, "bottleneck_ratio": 0.5}).content_hash()
             == load_spec(base).content_hash())
     assert load_spec(base).content_hash() == load_spec(base).lower().content_hash()
+    # a BN epsilon without BN, dropout placement without dropout
+    for data, unused in [({"family": "googlenet"}, {"norm_eps": 0.001}),
+                         ({"family": "alexnet", "dropout": 0.0}, {"dropout_before": True})]:
+        assert load_spec({**data, **unused}).content_hash() == load_spec(data).content_hash()
 
 
 @pytest.mark.parametrize(

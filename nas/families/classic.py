@@ -1,4 +1,7 @@
-"""The book's classic networks: LeNet (with BN), AlexNet, NiN and GoogLeNet."""
+"""The classic networks: LeNet (with BN), AlexNet, NiN and GoogLeNet, as in the book by default.
+
+AlexNet and GoogLeNet also take the fields that make them torchvision's (see the presets).
+"""
 
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ class LeNetSpec(FamilySpec):
 
 
 class AlexNetSpec(FamilySpec):
-    """AlexNet as in the book: five convs (11x11/4, 5x5, 3x3 x3), three max-pools, 2 FC layers."""
+    """AlexNet: five convs (11x11/4, 5x5, 3x3 x3), three max-pools, 2 FC layers (the book's)."""
 
     family: Literal["alexnet"] = "alexnet"
     widths: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (
@@ -81,9 +84,10 @@ class AlexNetSpec(FamilySpec):
             *(ConvStage(width=c, kernel=3, bias=True, norm=bn) for c in w[2:]),
             pool,
         ]
+        before = self.dropout_before and self.dropout > 0  # else the same network: same hash
         return self.network(
             stages, pool=self.pool_size or "flatten", hidden=self.hidden, dropout=self.dropout,
-            dropout_before=self.dropout_before,
+            dropout_before=before,
         )
 
 
@@ -174,7 +178,9 @@ class GoogLeNetSpec(FamilySpec):
 
     def lower(self) -> NetworkSpec:
         s = self.stem_widths
-        conv = {"bias": self.conv_bias, "norm": self.batch_norm, "norm_eps": self.norm_eps}
+        conv: dict[str, object] = {"bias": self.conv_bias, "norm": self.batch_norm}
+        if self.batch_norm:  # without norms the epsilon is unused: left out of the hash
+            conv["norm_eps"] = self.norm_eps
         stages: list[StageSpec] = [
             ConvStage(width=s[0], kernel=7, stride=2, padding=3, **conv),
             self.pool(),
