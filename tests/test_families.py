@@ -136,7 +136,8 @@ STRATEGIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         {"input_size": SIZES, "stem_widths": st.tuples(WIDTHS, WIDTHS, WIDTHS),
          "groups": st.lists(st.lists(INCEPTION, min_size=1, max_size=2), min_size=1, max_size=3)},
         {"batch_norm": BOOLS, "conv_bias": BOOLS, "norm_eps": st.sampled_from([1e-5, 1e-3]),
-         "c3_kernel": st.sampled_from([3, 5]), "pool_style": st.sampled_from(["book", "torchvision"]),
+         "c3_kernel": st.sampled_from([3, 5]),
+         "pool_style": st.sampled_from(["book", "torchvision"]),
          "dropout": st.sampled_from([0.0, 0.2])},
     ),
     "lenet": family_dict(

@@ -282,6 +282,18 @@ def test_a_checkpoint_without_batch_norm_counters_loads(tmp_path: Path) -> None:
     assert torch.equal(model.stages[0][0].weight, state["conv1.weight"])
 
 
+def test_a_refused_file_leaves_the_model_as_it_was(tmp_path: Path) -> None:
+    state = {k: v for k, v in torchvision.models.resnet18().state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    torch.save(dict(list(state.items())[:-1]), tmp_path / "short.pth")
+    model = build("resnet18")
+    model.stages[0][1].num_batches_tracked.fill_(7)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(WeightsError, match="101 tensors in the file, 102 in the model"):
+        load_weights(model, tmp_path / "short.pth")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
 def test_nas_safetensors_load_by_name(tmp_path: Path) -> None:
     """`nas train` writes model.safetensors, which keeps names but not order."""
     source = build("regnet_x_400mf").eval()

@@ -83,11 +83,10 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     target = model.state_dict()
     if not any(k.startswith(OPTIONAL_PREFIXES) for k in target):
         source = {k: v for k, v in source.items() if not k.startswith(OPTIONAL_PREFIXES)}
-    if not any(k.endswith(COUNTER) for k in source):
-        with torch.no_grad():  # the file predates the counters: a fresh start
-            for name in [k for k in target if k.endswith(COUNTER)]:
-                model.get_buffer(name).zero_()
-        target = {k: v for k, v in target.items() if not k.endswith(COUNTER)}
+    counters = [] if any(k.endswith(COUNTER) for k in source) else [
+        k for k in target if k.endswith(COUNTER)
+    ]
+    target = {k: v for k, v in target.items() if k not in counters}
     if set(source) == set(target):
         source = {k: source[k] for k in target}
     elif path.suffix == ".safetensors":
@@ -99,3 +98,6 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if problem:
         raise WeightsError(problem)
     model.load_state_dict(dict(zip(target, source.values())), strict=False)
+    with torch.no_grad():  # the file predates BN's counters: a fresh start
+        for name in counters:
+            model.get_buffer(name).zero_()
