@@ -115,6 +115,16 @@ STRATEGIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
          "se_ratio": st.sampled_from([0.0, 0.25]), "stem": STEMS,
          "stem_width": st.integers(4, 16)},
     ),
+    "anynet": with_lists(
+        family_dict(
+            "anynet", {"input_size": SIZES},
+            {"se_ratio": st.sampled_from([0.0, 0.25]), "stem": STEMS,
+             "stem_width": st.integers(4, 16), "first_stride": st.integers(1, 2)},
+        ),
+        per_stage(depths=st.integers(1, 2), widths=st.sampled_from([8, 16, 24, 32]),
+                  bottleneck_ratios=st.sampled_from([0.25, 0.5, 1.0]),
+                  group_widths=st.sampled_from([1, 2, 4, 8])),
+    ),
     "alexnet": family_dict(
         "alexnet",
         {"input_size": st.integers(8, 128), "hidden": st.lists(WIDTHS, max_size=2)},
@@ -282,7 +292,7 @@ REFUSALS = [
     pytest.param(
         {"family": "mobilenet", "width": 1.0},
         "unknown 'family' mobilenet; expected one of 'vgg', 'resnet', 'resnext', 'densenet', "
-        "'regnet', 'alexnet', 'nin', 'googlenet', 'lenet'",
+        "'regnet', 'anynet', 'alexnet', 'nin', 'googlenet', 'lenet'",
         id="unknown-family",
     ),
     pytest.param({"conv_arch": [[1, 8]]}, "family: missing", id="no-family"),
@@ -302,6 +312,19 @@ REFUSALS = [
         {"family": "resnet", "depths": [2, 2], "widths": [8, 16, 32]},
         "per-stage lists must have the same length: depths has 2, widths has 3",
         id="mismatched-lengths",
+    ),
+    pytest.param(
+        {"family": "anynet", "depths": [1, 1], "widths": [32, 64], "bottleneck_ratios": [1.0],
+         "group_widths": [8, 8]},
+        "per-stage lists must have the same length: depths has 2, widths has 2, "
+        "bottleneck_ratios has 1, group_widths has 2",
+        id="anynet-mismatched-lengths",
+    ),
+    pytest.param(
+        {"family": "anynet", "depths": [1], "widths": [24], "bottleneck_ratios": [0.25],
+         "group_widths": [4]},
+        "bottleneck width 6 (width 24 x ratio 0.25) is not divisible by group_width 4",
+        id="anynet-groups-do-not-divide",
     ),
     pytest.param(
         {"family": "resnext", "depths": [1], "widths": [64]},
