@@ -32,6 +32,9 @@ def search(
         help="accuracy, then any of params, macs, latency (comma-separated).")] = "accuracy,params",
     max_params: Annotated[int | None, typer.Option(help="Infeasible above this.")] = None,
     max_macs: Annotated[int | None, typer.Option(help="Infeasible above this.")] = None,
+    max_memory: Annotated[str | None, typer.Option(
+        help="Infeasible when a trial's training memory is above this (e.g. 2GiB, 500MB); "
+             "default: what the device has free.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per trial.")] = None,
     subset: Annotated[float | None, typer.Option(help="Fraction of the training split.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
@@ -55,12 +58,14 @@ def search(
     from nas.search.run import SearchRequest
     from nas.search.space import load_space
     from nas.search.workers import raise_terminated
+    from nas.sizes import parse_memory_option
 
     req = SearchRequest(
         space=load_space(space), trials=trials, study=study, storage=storage, sampler=sampler,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
         batch_size=batch_size, lr=lr, seed=seed, max_params=max_params, max_macs=max_macs,
+        max_memory=parse_memory_option(max_memory),
         device=str(resolve_device(device)), early_stop=early_stop, max_failures=max_failures,
         threads=threads,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from nas.cost import measure
+from nas.cost import MetaCost, check_limits
 from nas.data import DataSplits
+from nas.device import memory_limit
 from nas.errors import SpecError, Terminated, UserError
 from nas.hashing import content_hash
 from nas.search.pruning import CostAwareHalving, Peer
@@ -42,6 +44,7 @@ class TrialSettings:
     device: str
     max_params: int | None = None
     max_macs: int | None = None
+    max_memory: int | None = None  # per trial; None: what the device has free
     early_stop: bool = True
     halving: CostAwareHalving = field(default_factory=CostAwareHalving)
     checkpoint_dir: Path | None = None
@@ -92,15 +95,14 @@ class Objective:
 
     def _run(self, trial: optuna.Trial, spec: Any) -> float | tuple[float, ...]:
         s = self.settings
-        model = seeded_build(spec, s.config.seed)  # as `nas train` builds it, for export
-        cost = measure(model, spec.in_channels, spec.input_size).as_dict()
-        cost["latency_ms"] = latency_ms(
-            model, (1, spec.in_channels, spec.input_size, spec.input_size), s.device)
-        record = write_trial(trial, **cost)
-        over = self._gate(trial, record)
+        costs = MetaCost(spec, s.budget.batch_size, s.config.optimizer)  # allocates nothing
+        over = self._gate(trial, costs)
         if over:
-            write_trial(trial, trained=False, reason=over)
+            record = write_trial(trial, **costs.figures(), trained=False, reason=over)
             return self._values(record, 0.0)
+        model = seeded_build(spec, s.config.seed)  # as `nas train` builds it, for export
+        record = write_trial(trial, **costs.figures(measure_all=True), latency_ms=latency_ms(
+            model, (1, spec.in_channels, spec.input_size, spec.input_size), s.device))
         reused = find_reusable(trial, spec.content_hash(), s.budget_key())
         if reused is not None:
             copy_result(trial, reused)
@@ -126,22 +128,23 @@ class Objective:
         self.settings.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         return self.settings.checkpoint_dir / f"trial-{first}-{spec_hash}.pt"
 
-    def _gate(self, trial: optuna.Trial, cost: TrialRecord) -> str | None:
-        """Sets the cost constraints (<= 0 feasible); a reason when over a limit."""
-        reasons = []
-        for name, limit in (("params", self.settings.max_params),
-                            ("macs", self.settings.max_macs)):
-            if limit is None:
-                continue
-            value = cost.objective(name) or 0.0
-            trial.set_constraint(f"max_{name}", value - limit)
-            if value > limit:
-                reasons.append(f"{name} {value:,.0f} > max {limit:,}")
-        return f"over_budget: {'; '.join(reasons)}" if reasons else None
+    def _gate(self, trial: optuna.Trial, costs: MetaCost) -> str | None:
+        """Sets the cost constraints (<= 0 feasible), checked on the meta estimate cheapest
+        first; a reason when over a limit (memory: --max-memory, else the device's free)."""
+        s = self.settings
+        checks = check_limits(costs, s.max_params, s.max_macs, memory_limit(s.device, s.max_memory))
+        for check in checks:
+            trial.set_constraint(f"max_{check.name}", float(check.excess))
+        over = [c.text for c in checks if c.excess > 0]
+        return f"over_budget: {'; '.join(over)}" if over else None
 
     def _values(self, cost: TrialRecord, accuracy: float | None) -> float | tuple[float, ...]:
-        out = [float(accuracy or 0.0) if o == "accuracy" else float(cost.objective(o) or 0.0)
-               for o in self.settings.objectives]
+        """Objective values; a cost a gated trial did not measure counts as infinite, so the
+        sampler never takes it for a cheap point."""
+        out = []
+        for o in self.settings.objectives:
+            value = (accuracy or 0.0) if o == "accuracy" else cost.objective(o)
+            out.append(math.inf if value is None else float(value))
         return out[0] if len(out) == 1 else tuple(out)
 
     def _on_epoch(self, trial: optuna.Trial, cost: TrialRecord):  # noqa: ANN202

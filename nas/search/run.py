@@ -44,6 +44,7 @@ class SearchRequest:
     seed: int | None = None
     max_params: int | None = None
     max_macs: int | None = None
+    max_memory: int | None = None  # bytes per trial; None: what the device has free
     device: str = "cpu"
     early_stop: bool = True
     max_failures: int = 5
@@ -105,7 +106,8 @@ def trial_settings(req: SearchRequest, budget: dict[str, Any]) -> TrialSettings:
         budget=Budget(epochs=budget["epochs"], subset=budget["subset"],
                       batch_size=budget["batch_size"]),
         config=config, dataset=budget["dataset"], device=req.device,
-        max_params=req.max_params, max_macs=req.max_macs, early_stop=req.early_stop,
+        max_params=req.max_params, max_macs=req.max_macs, max_memory=req.max_memory,
+        early_stop=req.early_stop,
         checkpoint_dir=checkpoint_dir(req),
     )
 

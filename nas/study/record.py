@@ -30,12 +30,14 @@ class TrialRecord(BaseModel):
     spec_hash: str | None = None  # content hash of the lowered network
     family: str | None = None
     budget_key: str | None = None  # what a result depends on besides the architecture
-    # cost, measured before training (per image at the spec's input size)
+    # cost, estimated on the meta device before training (per image at the spec's input size);
+    # a trial refused by the gate has only the figures measured up to the limit it exceeded
     params: int | None = None
     macs: int | None = None
     activations: int | None = None
     peak_memory_bytes: int | None = None
-    latency_ms: float | None = None
+    training_memory_bytes: int | None = None  # one step at the search's batch size (estimate)
+    latency_ms: float | None = None  # measured on the real model: None for gated trials
     # training
     trained: bool | None = None  # False: gated or failed before training
     val_accuracy: float | None = None
