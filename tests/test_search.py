@@ -22,7 +22,6 @@ from nas.io import parse_spec
 from nas.report import report_html, trials_frame
 from nas.search.run import SearchRequest, run_search
 from nas.search.space import load_space, space_files
-from nas.study import TrialRecord
 from nas.study import study_front as front
 
 TRIAL_ATTRS = {
@@ -139,14 +138,14 @@ def test_memory_gate_records_over_budget_untrained_and_reports_cope(tmp_path: Pa
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 2
     for t in trials:
-        record = TrialRecord.from_trial(t)
-        assert record.reason.startswith("over_budget: memory ")
-        assert record.reason.endswith("at batch 64 > 1000 B (--max-memory)")
-        spec = parse_spec(record.spec)
-        assert record.training_memory_bytes == estimate(spec, 64).training.total
-        assert t.constraints["max_memory"] == record.training_memory_bytes - 1000 > 0
-        assert record.params == count_params(build(spec))
-        assert record.macs is None and record.latency_ms is None  # no forward of one image
+        attrs = t.user_attrs
+        assert attrs["reason"].startswith("over_budget: memory ")
+        assert attrs["reason"].endswith("at batch 64 > 1000 B (--max-memory)")
+        spec = parse_spec(attrs["spec"])
+        assert attrs["training_memory_bytes"] == estimate(spec, 64).training.total
+        assert t.constraints["max_memory"] == attrs["training_memory_bytes"] - 1000 > 0
+        assert attrs["params"] == count_params(build(spec)) and attrs["trained"] is False
+        assert not {"macs", "latency_ms"} & set(attrs)  # no forward of one image, no model
         assert t.values[0] == 0.0 and t.values[2] == math.inf  # never a cheap point
     frame = trials_frame(study)
     assert frame["latency_ms"].isna().all() and not frame["feasible"].any()
