@@ -18,6 +18,7 @@ from nas.search.objective import Objective, TrialFailure, TrialSettings
 from nas.search.samplers import check_sampler, make_sampler
 from nas.search.space import SearchSpace
 from nas.search.trials import run_trials
+from nas.sizes import format_bytes
 from nas.study import COSTS, StudySettings, TrialRecord, directions, study_trials
 from nas.study.storage import default_storage, mask_url, open_storage, sqlite_path
 from nas.train import Budget, TrainConfig, search_budget
@@ -226,7 +227,8 @@ def run_search(
 def describe_budget(budget: dict[str, Any], req: SearchRequest) -> str:
     parts = [f"{k}={v}" for k, v in budget.items() if v is not None]
     limits = [f"max_params={req.max_params:,}" if req.max_params else "",
-              f"max_macs={req.max_macs:,}" if req.max_macs else ""]
+              f"max_macs={req.max_macs:,}" if req.max_macs else "",
+              f"max_memory={format_bytes(req.max_memory)}" if req.max_memory else ""]
     return " ".join(parts + [x for x in limits if x] + [f"device={req.device}",
                                                          f"storage={mask_url(req.storage_url)}"])
 
