@@ -119,17 +119,20 @@ def test_a_trial_over_max_params_is_refused_from_the_meta_build_in_well_under_0_
     space = fast_folder / "wide.yaml"  # every point has far more than 1,000 parameters
     space.write_text("family: resnet\nfixed: {stem: simple, depths: [1, 1], widths: [64, 128]}\n"
                      "dimensions:\n  stem_width: {low: 8, high: 64}\n")
-    req = request(fast_folder, trials=8, max_params=1000, sampler="random")
+    req = request(fast_folder, trials=12, max_params=1000, sampler="random")
     req.space = load_space(space)
     study = run_search(req)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(trials) == 8
+    assert len(trials) == 12
     for t in trials:
         assert t.user_attrs["reason"].startswith("over_budget: params ")
         assert t.user_attrs["trained"] is False and t.values[1] == t.user_attrs["params"] > 1000
         assert not {"macs", "latency_ms", "training_memory_bytes"} & set(t.user_attrs)  # no forward
+    # Optuna's ask to tell, SQLite writes included. The fastest is the trial's own cost; on a
+    # shared machine the others wait for cores too (load 10 on 2 cores: 0.07-0.2 s, median
+    # 0.10). Building the real model and measuring it, as the gate did before, took 0.64-0.76 s.
     seconds = sorted((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-    assert seconds[len(seconds) // 2] < 0.1, f"gated trials took {seconds} s"  # ask to tell
+    assert seconds[0] < 0.1 and seconds[len(seconds) // 2] < 0.25, f"gated trials: {seconds} s"
 
 
 def test_memory_gate_records_over_budget_untrained_and_reports_cope(tmp_path: Path) -> None:
@@ -153,11 +156,14 @@ def test_memory_gate_records_over_budget_untrained_and_reports_cope(tmp_path: Pa
 
 
 def test_by_default_trials_must_fit_the_devices_free_memory(tmp_path: Path) -> None:
+    now = memory_limit("cpu")
+    if now is None:
+        pytest.skip("no /proc/meminfo here: the device's free memory is unknown")
     study = run_search(request(tmp_path, trials=1))
     (t,) = study.get_trials(states=(TrialState.COMPLETE,))
     assert t.constraints["max_memory"] < 0  # fits: training memory less the limit then
     limit_then = t.user_attrs["training_memory_bytes"] - t.constraints["max_memory"]
-    assert 0.5 < limit_then / memory_limit("cpu").bytes < 2  # MemAvailable moves a little
+    assert 0.5 < limit_then / now.bytes < 2  # MemAvailable moves a little
     assert t.user_attrs["trained"] is True and t.user_attrs["latency_ms"] > 0
 
 
