@@ -49,6 +49,9 @@ def search(
     threads: Annotated[int, typer.Option(
         help="CPU threads per worker; separate workers use cores better than threads "
              "for small networks.")] = 1,
+    storage_retry: Annotated[float, typer.Option(
+        help="Seconds to wait out a lost storage connection (server restart, network blip) "
+             "before stopping; 0: stop at once.")] = 300.0,
 ) -> None:
     """Search a space: sample specs, train each briefly, record all in an Optuna study."""
     from nas.device import auto_jobs, resolve_device
@@ -62,7 +65,7 @@ def search(
         dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
         batch_size=batch_size, lr=lr, seed=seed, max_params=max_params, max_macs=max_macs,
         device=str(resolve_device(device)), early_stop=early_stop, max_failures=max_failures,
-        threads=threads,
+        threads=threads, storage_retry=storage_retry,
     )
     jobs = auto_jobs(req.device) if jobs is None else jobs
     if jobs < 1:
@@ -107,10 +110,13 @@ def run_with_progress(req: SearchRequest, jobs: int) -> None:
                                        f"({trial_reason(trial)})", markup=False,
                                        highlight=False)
 
+        def notify(text: str) -> None:  # a storage outage, once however many workers see it
+            progress.console.print(f"  {text}", markup=False, highlight=False)
+
         if jobs == 1:
-            result = run_search(req, on_trial=on_trial, on_start=on_start)
+            result = run_search(req, on_trial=on_trial, on_start=on_start, notify=notify)
         else:
-            result = run_workers(req, jobs, poll=poll, on_start=on_start)
+            result = run_workers(req, jobs, poll=poll, on_start=on_start, notify=notify)
     print_front(result, req)
 
 

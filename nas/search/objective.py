@@ -20,7 +20,10 @@ from nas.errors import SpecError, Terminated, UserError
 from nas.hashing import content_hash
 from nas.search.pruning import CostAwareHalving, Peer
 from nas.search.space import SearchSpace
+from nas.search.trials import ResultHeld
 from nas.study import COSTS, OBJECTIVE_FIELDS, StudyTrial, TrialRecord, study_trials, write_trial
+from nas.study.outage import StorageBroken, StorageUnavailable, impatient
+from nas.study.record import record_part
 from nas.train import Budget, EpochStats, FitResult, TrainConfig, fit, latency_ms, seeded_build
 
 RESULT_FIELDS = ("val_accuracy", "curve", "loss_curve", "wall_time_s", "images_per_second",
@@ -78,13 +81,15 @@ class Objective:
                     family=spec.family, budget_key=self.settings.budget_key())
         try:
             return self._run(trial, spec)
+        except (StorageUnavailable, StorageBroken):
+            raise  # not this trial's fault: the loop deals with it
         except torch.OutOfMemoryError:
             release_memory()
             fail(trial, "oom", "out of memory; memory released")
         except UserError as e:
             fail(trial, "data_error", str(e))
         except KeyboardInterrupt as e:  # the trial is told FAIL; it says why
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), impatient(trial.study._storage):  # noqa: SLF001
                 write_trial(trial, reason="terminated" if isinstance(e, Terminated)
                             else "interrupted")
             raise
@@ -109,14 +114,21 @@ class Objective:
         result = fit(model.to(s.device), self.data, s.budget, s.config,
                      on_epoch=self._on_epoch(trial, record), checkpoint_path=checkpoint)
         del model
+        if result.stopped == "non_finite_loss":
+            record_result(trial, result)
+            fail(trial, "non_finite_loss", "the loss became NaN or infinite")
+        pruned = result.stopped == "on_epoch"
+        values = None if pruned else self._values(record, result.val_accuracy)
+        try:
+            record_result(trial, result)
+        except (StorageUnavailable, StorageBroken) as e:  # the result is kept, not thrown away
+            state = TrialState.PRUNED if pruned else TrialState.COMPLETE
+            raise ResultHeld(e, state, values, result_fields(result).to_attrs()) from None
         if checkpoint is not None:
             checkpoint.unlink(missing_ok=True)
-        record_result(trial, result)
-        if result.stopped == "non_finite_loss":
-            fail(trial, "non_finite_loss", "the loss became NaN or infinite")
-        if result.stopped == "on_epoch":
+        if pruned:
             raise optuna.TrialPruned(TrialRecord.from_trial(trial).reason or "early_stopped")
-        return self._values(record, result.val_accuracy)
+        return values
 
     def _checkpoint(self, trial: optuna.Trial, spec_hash: str) -> Path | None:
         """Per-epoch checkpoint, named after the first try so a retried trial resumes it."""
@@ -169,14 +181,19 @@ class Objective:
         return on_epoch
 
 
-def record_result(trial: optuna.Trial, result: FitResult) -> None:
-    """A finished fit's figures on the trial."""
+def result_fields(result: FitResult) -> TrialRecord:
+    """A finished fit's figures as record fields."""
     r = result.as_dict()
-    write_trial(trial, trained=True, **{k: r.get(k) for k in (
+    return record_part(trained=True, **{k: r.get(k) for k in (
         "val_accuracy", "wall_time_s", "images_per_second", "epochs_run", "steps", "seed",
         "device", "environment", "stopped")}, resumed_epochs=result.resumed_from_epoch,
         curve=[e.val_accuracy for e in result.curve],
         loss_curve=[e.train_loss for e in result.curve])
+
+
+def record_result(trial: optuna.Trial, result: FitResult) -> None:
+    """A finished fit's figures on the trial."""
+    write_trial(trial, **result_fields(result).to_attrs())
 
 
 def fail(trial: optuna.Trial, reason: str, detail: str) -> None:
