@@ -11,7 +11,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 _EXPORTS = {
-    "build": "nas.builder", "Cost": "nas.cost", "measure": "nas.cost",
+    "build": "nas.builder", "load_weights": "nas.builder", "Cost": "nas.cost",
+    "measure": "nas.cost",
     "FAMILIES": "nas.families", "ArchSpec": "nas.families", "FamilySpec": "nas.families",
     "load_spec": "nas.io", "save_spec": "nas.io", "NetworkSpec": "nas.specs",
 }

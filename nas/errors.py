@@ -16,6 +16,10 @@ class SpecError(UserError):
     """A spec or space file that cannot be read or is invalid."""
 
 
+class WeightsError(UserError):
+    """A weights file that cannot be read or does not fit the model."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM: handled like Ctrl-C (the running trial is marked FAIL) but exits 143."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
@@ -15,6 +15,20 @@ class Frozen(BaseModel):
     """Base of every spec: immutable, unknown fields rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def added_field(default: Any, description: str, **constraints: Any) -> Any:
+    """A field added after studies began to store content hashes.
+
+    It is left out of dumps while it holds its default, so every network that does not use it
+    keeps the hash (and the saved form) it had before the field existed.
+    """
+    return Field(
+        default=default, description=description, exclude_if=lambda v: v == default, **constraints
+    )
+
+
+NormEps = Annotated[float, Field(gt=0, lt=1)]
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
@@ -42,6 +56,7 @@ class ConvStage(Frozen):
     norm: bool = True
     act: Activation = "relu"
     preact: bool = False
+    norm_eps: NormEps = added_field(1e-5, "batch norm epsilon (torchvision's GoogLeNet: 0.001)")
 
     def out_size(self, size: int) -> int:
         pad = self.kernel // 2 if self.padding is None else self.padding
@@ -61,6 +76,9 @@ class PoolStage(Frozen):
     kernel: PositiveInt = 2
     stride: PositiveInt | None = Field(default=None, description="default: kernel")
     padding: int = Field(default=0, ge=0)
+    ceil_mode: bool = added_field(
+        False, "round the output size up, not down (torchvision's GoogLeNet pools)"
+    )
 
     @model_validator(mode="after")
     def _padding_fits(self) -> PoolStage:
@@ -71,7 +89,9 @@ class PoolStage(Frozen):
         return self
 
     def out_size(self, size: int) -> int:
-        return conv_out(size, self.kernel, self.stride or self.kernel, self.padding)
+        return conv_out(
+            size, self.kernel, self.stride or self.kernel, self.padding, self.ceil_mode
+        )
 
     def out_channels(self, in_channels: int) -> int:
         return in_channels
@@ -90,6 +110,11 @@ class ResidualStage(Frozen):
     se_ratio: float = Field(default=0.0, ge=0, lt=1)
     bias: bool = False
     shortcut_norm: bool = True
+    shortcut_first: bool = added_field(
+        False,
+        "register each block's shortcut before its branch, so the state_dict lists the "
+        "projection first (torchvision's RegNet); outputs are the same either way",
+    )
 
     @property
     def bottleneck_width(self) -> int:
@@ -160,6 +185,16 @@ class InceptionStage(Frozen):
     c4: PositiveInt
     bias: bool = True
     norm: bool = False
+    c3_kernel: PositiveInt = added_field(
+        5, "kernel of the third branch's second conv; odd (torchvision's GoogLeNet: 3)"
+    )
+    norm_eps: NormEps = added_field(1e-5, "batch norm epsilon (torchvision's GoogLeNet: 0.001)")
+
+    @model_validator(mode="after")
+    def _kernel_is_odd(self) -> InceptionStage:
+        if self.c3_kernel % 2 == 0:  # an even kernel with padding k // 2 changes the size
+            raise ValueError(f"c3_kernel {self.c3_kernel} must be odd to keep the size")
+        return self
 
     def out_size(self, size: int) -> int:
         return size
@@ -168,10 +203,10 @@ class InceptionStage(Frozen):
         return self.c1 + self.c2[1] + self.c3[1] + self.c4
 
 
-class NiNStage(Frozen):
-    """Network-in-network block: a k x k conv followed by two 1x1 convs, each with ReLU."""
+class MLPConvStage(Frozen):
+    """The mlpconv layer of Network in Network: a k x k conv then two 1x1 convs, each with ReLU."""
 
-    kind: Literal["nin"] = "nin"
+    kind: Literal["mlpconv"] = "mlpconv"
     width: PositiveInt
     kernel: PositiveInt
     stride: PositiveInt = 1
@@ -212,7 +247,7 @@ class DropoutStage(Frozen):
 
 StageSpec = Annotated[
     ConvStage | PoolStage | ResidualStage | DenseStage | TransitionStage
-    | InceptionStage | NiNStage | NormActStage | DropoutStage,
+    | InceptionStage | MLPConvStage | NormActStage | DropoutStage,
     Field(discriminator="kind"),
 ]
 
@@ -229,6 +264,20 @@ class HeadSpec(Frozen):
     act: Activation = "relu"
     dropout: float = Field(default=0.0, ge=0, lt=1)
     linear: bool = Field(default=True, description="False: the last stage's channels are logits")
+    dropout_before: bool = added_field(
+        False,
+        "hidden layers as dropout -> Linear -> act (torchvision's AlexNet) instead of "
+        "Linear -> act -> dropout",
+    )
+    classifier_dropout: float = added_field(
+        0.0, "dropout on the classifier's input (torchvision's GoogLeNet: 0.2)", ge=0, lt=1
+    )
+
+    @model_validator(mode="after")
+    def _classifier_dropout_needs_a_classifier(self) -> HeadSpec:
+        if self.classifier_dropout > 0 and not self.linear:
+            raise ValueError("classifier_dropout needs a classifier (linear: true)")
+        return self
 
 
 class NetworkSpec(Frozen):

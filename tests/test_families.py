@@ -115,11 +115,23 @@ STRATEGIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
          "se_ratio": st.sampled_from([0.0, 0.25]), "stem": STEMS,
          "stem_width": st.integers(4, 16)},
     ),
+    "anynet": with_lists(
+        family_dict(
+            "anynet", {"input_size": SIZES},
+            {"se_ratio": st.sampled_from([0.0, 0.25]), "stem": STEMS,
+             "stem_width": st.integers(4, 16), "first_stride": st.integers(1, 2)},
+        ),
+        per_stage(depths=st.integers(1, 2), widths=st.sampled_from([8, 16, 24, 32]),
+                  bottleneck_ratios=st.sampled_from([0.25, 0.5, 1.0]),
+                  group_widths=st.sampled_from([1, 2, 4, 8])),
+    ),
     "alexnet": family_dict(
         "alexnet",
         {"input_size": st.integers(8, 128), "hidden": st.lists(WIDTHS, max_size=2)},
         {"widths": st.tuples(WIDTHS, WIDTHS, WIDTHS, WIDTHS, WIDTHS),
-         "dropout": st.sampled_from([0.0, 0.5]), "batch_norm": BOOLS},
+         "dropout": st.sampled_from([0.0, 0.5]), "batch_norm": BOOLS,
+         "first_padding": st.integers(0, 3), "pool_size": st.none() | SMALL,
+         "dropout_before": BOOLS},
     ),
     "nin": family_dict(
         "nin",
@@ -133,7 +145,10 @@ STRATEGIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         "googlenet",
         {"input_size": SIZES, "stem_widths": st.tuples(WIDTHS, WIDTHS, WIDTHS),
          "groups": st.lists(st.lists(INCEPTION, min_size=1, max_size=2), min_size=1, max_size=3)},
-        {"batch_norm": BOOLS},
+        {"batch_norm": BOOLS, "conv_bias": BOOLS, "norm_eps": st.sampled_from([1e-5, 1e-3]),
+         "c3_kernel": st.sampled_from([3, 5]),
+         "pool_style": st.sampled_from(["book", "torchvision"]),
+         "dropout": st.sampled_from([0.0, 0.2])},
     ),
     "lenet": family_dict(
         "lenet", {"input_size": SIZES},
@@ -205,11 +220,16 @@ STAGES = st.one_of(
     st.fixed_dictionaries({
         "kind": st.just("pool"), "mode": st.sampled_from(["max", "avg"]),
         "kernel": st.integers(1, 3), "stride": st.none() | st.integers(1, 2),
-        "padding": st.integers(0, 2)}),
+        "padding": st.integers(0, 2), "ceil_mode": BOOLS}),
     st.fixed_dictionaries({
         "kind": st.just("residual"), "depth": SMALL, "width": st.sampled_from([8, 16]),
         "stride": st.integers(1, 2), "block": st.sampled_from(["basic", "bottleneck"]),
-        "bottleneck_ratio": st.sampled_from([0.5, 1.0]), "se_ratio": st.sampled_from([0, 0.25])}),
+        "bottleneck_ratio": st.sampled_from([0.5, 1.0]), "se_ratio": st.sampled_from([0, 0.25]),
+        "shortcut_first": BOOLS}),
+    st.fixed_dictionaries({
+        "kind": st.just("inception"), "c1": SMALL, "c2": st.tuples(SMALL, SMALL),
+        "c3": st.tuples(SMALL, SMALL), "c4": SMALL, "c3_kernel": st.integers(1, 5),
+        "norm": BOOLS, "norm_eps": st.sampled_from([1e-5, 1e-3])}),
 )
 
 
@@ -272,7 +292,7 @@ REFUSALS = [
     pytest.param(
         {"family": "mobilenet", "width": 1.0},
         "unknown 'family' mobilenet; expected one of 'vgg', 'resnet', 'resnext', 'densenet', "
-        "'regnet', 'alexnet', 'nin', 'googlenet', 'lenet'",
+        "'regnet', 'anynet', 'alexnet', 'nin', 'googlenet', 'lenet'",
         id="unknown-family",
     ),
     pytest.param({"conv_arch": [[1, 8]]}, "family: missing", id="no-family"),
@@ -292,6 +312,19 @@ REFUSALS = [
         {"family": "resnet", "depths": [2, 2], "widths": [8, 16, 32]},
         "per-stage lists must have the same length: depths has 2, widths has 3",
         id="mismatched-lengths",
+    ),
+    pytest.param(
+        {"family": "anynet", "depths": [1, 1], "widths": [32, 64], "bottleneck_ratios": [1.0],
+         "group_widths": [8, 8]},
+        "per-stage lists must have the same length: depths has 2, widths has 2, "
+        "bottleneck_ratios has 1, group_widths has 2",
+        id="anynet-mismatched-lengths",
+    ),
+    pytest.param(
+        {"family": "anynet", "depths": [1], "widths": [24], "bottleneck_ratios": [0.25],
+         "group_widths": [4]},
+        "bottleneck width 6 (width 24 x ratio 0.25) is not divisible by group_width 4",
+        id="anynet-groups-do-not-divide",
     ),
     pytest.param(
         {"family": "resnext", "depths": [1], "widths": [64]},
@@ -359,3 +392,15 @@ def test_arbitrary_field_values_are_valid_or_a_spec_error(family: type) -> None:
 
     run()
     assert outcomes["refused"] > 0, outcomes
+
+
+def test_inception_third_branch_kernel_must_be_odd() -> None:
+    with pytest.raises(ValidationError, match="c3_kernel 4 must be odd to keep the size"):
+        NetworkSpec(input_size=8, stages=[{"kind": "inception", "c1": 1, "c2": [1, 1],
+                                           "c3": [1, 1], "c4": 1, "c3_kernel": 4}])
+
+
+def test_classifier_dropout_needs_a_classifier() -> None:
+    with pytest.raises(ValidationError, match="classifier_dropout needs a classifier"):
+        NetworkSpec(num_classes=4, stages=[{"kind": "conv", "width": 4}],
+                    head={"linear": False, "classifier_dropout": 0.2})

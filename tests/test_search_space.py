@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
+from scipy.stats import chisquare
 
 from nas.errors import SpecError
-from nas.search.space import load_space, space_files
+from nas.search.run import same_space
+from nas.search.space import SearchSpace, load_space, non_decreasing, space_files
+from nas.study import StudySettings
 
 DATA = {"in_channels": 1, "num_classes": 10, "input_size": 28}
 SPACES = sorted(space_files())
@@ -16,7 +23,7 @@ SPACES = sorted(space_files())
 
 def test_one_space_per_family() -> None:
     families = {load_space(n).family for n in SPACES}
-    assert {"vgg", "resnet", "resnext", "densenet", "regnet"} <= families
+    assert {"vgg", "resnet", "resnext", "densenet", "regnet", "anynet"} <= families
 
 
 @pytest.mark.parametrize("name", SPACES)
@@ -44,6 +51,13 @@ def test_resnext_widths_are_derived_from_groups() -> None:
     assert spec.group_widths() == [4, 4]
 
 
+# A space with per-stage dimensions, for the refusals of design rules below.
+STAGED = ("family: resnet\nstages: [1, 2]\ndimensions:\n  stem_width: {choices: [8]}\n"
+          "  depths: {low: 1, high: 2, per_stage: true}\n"
+          "  widths: {choices: [32, 16], per_stage: true}\n"
+          "  blocks: {choices: [basic, bottleneck], per_stage: true}\n")
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "space.yaml"
     path.write_text(text)
@@ -62,6 +76,17 @@ def write(tmp_path: Path, text: str) -> Path:
          "need `stages"),
         ("family: resnet\ndimensions:\n  stem_width: {choices: []}\n", "stem_width"),
         ("family: resnet\ndimensions: {}\n", "dimensions"),
+        (f"{STAGED}shared: [colour]\n", "shared: colour is not a dimension of the space; "
+                                         "per-stage dimensions: depths, widths, blocks"),
+        (f"{STAGED}increasing: [stem_width]\n", "increasing: stem_width is not a per-stage"),
+        (f"{STAGED}shared: [widths]\nincreasing: [width]\n", "widths: both shared and incr"),
+        (f"{STAGED}increasing: [blocks]\n", "blocks: choices must be numbers in increasing"),
+        (f"{STAGED}increasing: [widths]\n", "widths: choices must be numbers in increasing order"),
+        (STAGED.replace("[32, 16]", "[16, 16]") + "increasing: [widths]\n", "increasing order"),
+        (STAGED.replace("high: 2", "high: 2.5") + "increasing: [depths]\n", "needs a grid"),
+        (STAGED.replace("high: 2", "high: 8, log: true") + "increasing: [depth]\n",
+         "not a continuous or log range"),
+        (f"{STAGED}stage_weights: most\n", "stage_weights"),
         ("[1, 2", "not valid"),
         ("!!python/object/apply:os.system ['echo pwned']\n", "not valid"),
     ],
@@ -81,3 +106,175 @@ def test_unknown_space_name_lists_the_shipped_ones() -> None:
 def test_space_size_is_finite_for_discrete_spaces() -> None:
     assert load_space("resnext").size() > 1000
     assert load_space("regnet").size() == float("inf")
+
+
+def test_studies_recorded_before_rules_existed_still_resume() -> None:
+    # what a study created by the previous nas recorded: its definition had no rule fields and
+    # its hash was written in another JSON layout
+    before = {"densenet": "e785ab285ed641fd", "regnet": "1f8199ef817034b1",
+              "resnet": "73dd2a87afd5e972", "resnext": "ad4cd92bababe277",
+              "vgg": "5391041f62d6bce2"}
+    for name, old_hash in before.items():
+        space = load_space(name)
+        definition = {k: v for k, v in space.model_dump(mode="json").items()
+                      if k not in ("shared", "increasing", "stage_weights")}
+        recorded = StudySettings(space=name, space_hash=old_hash, space_definition=definition)
+        assert same_space(recorded, space), name
+        other = load_space("anynet" if name != "anynet" else "vgg")
+        assert not same_space(recorded, other)
+
+
+def test_singular_rule_names_mean_the_per_stage_dimension() -> None:
+    plural = small(shared=["depths"], increasing=["widths"])
+    singular = small(shared=["depth"], increasing=["width"])
+    assert singular.shared == ("depths",) and singular.increasing == ("widths",)
+    assert singular.content_hash() == plural.content_hash()
+    assert load_space("anynet_e").shared == ("bottleneck_ratios", "group_widths")
+
+
+def test_anynet_spaces_grow_smaller_with_each_rule() -> None:
+    sizes = [load_space(n).size() for n in ("anynet", "anynet_b", "anynet_c", "anynet_d",
+                                             "anynet_e")]
+    assert sizes == [144**4, 3 * 48**4, 3 * 4 * 12**4, 3 * 4 * 35 * 3**4, 3 * 4 * 35 * 15]
+
+
+@pytest.mark.parametrize("name", [n for n in SPACES if n.startswith("anynet_")])
+def test_rules_hold_in_every_sample_by_construction(name: str) -> None:
+    space = load_space(name)
+    assert space.shared or space.increasing
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    for _ in range(200):
+        values = space.sample(study.ask())
+        for dim in space.shared:
+            assert len(set(values[dim])) == 1, (dim, values[dim])
+        for dim in space.increasing:
+            assert values[dim] == sorted(values[dim]), (dim, values[dim])
+    space.check()
+    for corner in space.corners():
+        assert all(len(set(corner[d])) == 1 for d in space.shared)
+        space.to_spec(corner, DATA)
+
+
+def small(stages: tuple[int, int] = (3, 3), **rules: Any) -> SearchSpace:
+    """A small grid: 2 stem widths, and per stage 2 depths and 3 widths."""
+    return SearchSpace.model_validate({
+        "name": "small", "family": "resnet", "stages": list(stages), **rules,
+        "dimensions": {"stem_width": {"choices": [8, 16]},
+                       "depths": {"low": 1, "high": 2, "per_stage": True},
+                       "widths": {"choices": [8, 16, 24], "per_stage": True}},
+    })
+
+
+Key = tuple[tuple[str, Any], ...]
+
+
+def key(values: dict[str, Any]) -> Key:
+    return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v)
+                 for k, v in sorted(values.items()))
+
+
+def brute_force(space: SearchSpace) -> dict[int, list[Key]]:
+    """Every point of each stage count: all value combinations, kept if the rules hold."""
+    out = {}
+    low, high = space.stages or (0, 0)
+    for n in range(low, high + 1):
+        grids = [itertools.product(d.grid(), repeat=n) if d.per_stage else d.grid()
+                 for d in space.dimensions.values()]
+        points = []
+        for combo in itertools.product(*grids):
+            values = dict(zip(space.dimensions, combo))
+            if all(len(set(values[d])) == 1 for d in space.shared) and all(
+                list(values[d]) == sorted(values[d]) for d in space.increasing
+            ):
+                points.append(key(values))
+        out[n] = points
+    return out
+
+
+RULE_SETS = [
+    {},
+    {"shared": ["depths"]},
+    {"increasing": ["widths"]},
+    {"shared": ["depths"], "increasing": ["widths"]},
+    {"increasing": ["widths", "depths"]},
+    {"shared": ["widths", "depths"]},
+]
+
+
+@pytest.mark.parametrize("stages", [(1, 1), (3, 3), (2, 4)])
+@pytest.mark.parametrize("rules", RULE_SETS, ids=str)
+def test_size_under_rules_is_the_number_of_points_by_brute_force(
+    rules: dict[str, list[str]], stages: tuple[int, int]
+) -> None:
+    space = small(stages, **rules)
+    points = brute_force(space)
+    assert space.size() == sum(len(p) for p in points.values())
+    for n, p in points.items():
+        assert len(set(p)) == len(p) and space.stage_points(n) * 2 == len(p)
+
+
+def draws(space: SearchSpace, count: int, seed: int = 0) -> Counter[Key]:
+    """Points drawn by Optuna's RandomSampler, as the search draws them."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return Counter(key(space.sample(study.ask())) for _ in range(count))
+
+
+def p_value(counts: Counter[Key], expected: dict[Key, float]) -> float:
+    """Chi-square test of drawn counts against expected frequencies; no draw off the grid."""
+    assert set(counts) <= set(expected), set(counts) - set(expected)
+    total = sum(counts.values())
+    scale = total / sum(expected.values())
+    keys = sorted(expected)
+    return chisquare([counts[k] for k in keys], [expected[k] * scale for k in keys]).pvalue
+
+
+# A fixed seed makes each p-value a fixed number, so the tests cannot flake; a uniform draw
+# would fall below 1e-3 once in a thousand seeds, the naive sort falls far below it.
+ALPHA, DRAWS = 1e-3, 2000
+
+
+@pytest.mark.parametrize("rules", RULE_SETS[2:5], ids=str)
+def test_random_sampling_is_uniform_over_the_points_under_rules(
+    rules: dict[str, list[str]],
+) -> None:
+    space = small((3, 3), **rules)
+    points = brute_force(space)[3]
+    assert p_value(draws(space, DRAWS), dict.fromkeys(points, 1.0)) > ALPHA
+
+
+def test_sorting_independent_draws_is_not_uniform_and_the_same_check_says_so() -> None:
+    free, rules = small((3, 3)), small((3, 3), increasing=["widths", "depths"])
+    naive: Counter[Key] = Counter()
+    for point, count in draws(free, DRAWS).items():
+        values = {k: sorted(v) if isinstance(v, tuple) else v for k, v in point}
+        naive[key(values)] += count
+    assert p_value(naive, dict.fromkeys(brute_force(rules)[3], 1.0)) < ALPHA
+
+
+def test_stage_weights_points_make_every_point_of_every_stage_count_equally_likely() -> None:
+    space = small((2, 3), increasing=["widths"], stage_weights="points")
+    points = [p for ps in brute_force(space).values() for p in ps]
+    assert len(points) == space.size() == 2 * (4 * 6 + 8 * 10)
+    assert p_value(draws(space, DRAWS), dict.fromkeys(points, 1.0)) > ALPHA
+    equal = small((2, 3), increasing=["widths"])  # the default: the same check refuses it
+    assert p_value(draws(equal, DRAWS), dict.fromkeys(points, 1.0)) < ALPHA
+
+
+def test_stage_weights_equal_draw_each_count_equally_then_each_of_its_points() -> None:
+    space = small((2, 3), increasing=["widths"])
+    expected = {p: 1 / len(ps) for ps in brute_force(space).values() for p in ps}
+    assert p_value(draws(space, DRAWS), expected) > ALPHA
+
+
+def test_non_decreasing_is_exactly_uniform_over_multisets() -> None:
+    # Quantiles at the centres of m equal cells per slot, m a multiple of every total weight the
+    # slot can meet (20; 10, 6, 3, 1; 4, 3, 2, 1), so each cell maps wholly to one value: the
+    # counts are the exact probabilities, and each of the C(6, 3) = 20 multisets gets 1/20.
+    k, cells = 4, (20, 30, 12)
+    counts = Counter(
+        tuple(non_decreasing(k, [(c + 0.5) / m for c, m in zip(cell, cells)]))
+        for cell in itertools.product(*(range(m) for m in cells))
+    )
+    assert len(counts) == math.comb(k + 2, 3) == 20
+    assert set(counts.values()) == {math.prod(cells) // 20}
+    assert all(list(c) == sorted(c) for c in counts)

@@ -89,6 +89,10 @@ def test_hash_is_of_the_network_not_of_unused_fields() -> None:
     assert (load_spec({**base, "bottleneck_ratio": 0.5}).content_hash()
             == load_spec(base).content_hash())
     assert load_spec(base).content_hash() == load_spec(base).lower().content_hash()
+    # a BN epsilon without BN, dropout placement without dropout
+    for data, unused in [({"family": "googlenet"}, {"norm_eps": 0.001}),
+                         ({"family": "alexnet", "dropout": 0.0}, {"dropout_before": True})]:
+        assert load_spec({**data, **unused}).content_hash() == load_spec(data).content_hash()
 
 
 @pytest.mark.parametrize(
@@ -113,6 +117,19 @@ def test_hash_is_stable_across_versions() -> None:
     assert load_spec("resnet18").content_hash() == "7e2bbd2112cbf441", (
         "the content hash of resnet18 changed; every stored hash changes with it"
     )
+
+
+def test_fields_added_later_enter_the_hash_only_when_used() -> None:
+    """Stage fields added after hashes were stored are left out of dumps at their defaults."""
+    spec = load_spec("resnet18").lower()
+    data = spec.model_dump(mode="json")
+    assert "ceil_mode" not in data["stages"][1] and "shortcut_first" not in data["stages"][2]
+    assert "norm_eps" not in data["stages"][0] and "classifier_dropout" not in data["head"]
+    data["stages"][2]["shortcut_first"] = True
+    changed = NetworkSpec.model_validate(data)
+    assert changed.stages[2].shortcut_first  # type: ignore[union-attr]
+    assert changed.content_hash() != spec.content_hash()
+    assert NetworkSpec.model_validate(changed.model_dump(mode="json")) == changed
 
 
 def test_generic_spec_hash_is_stable_within_a_process() -> None:

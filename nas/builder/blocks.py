@@ -28,27 +28,36 @@ class ResidualBlock(nn.Module):
     def __init__(self, w_in: int, stage: ResidualStage, stride: int) -> None:
         super().__init__()
         w, bias = stage.width, stage.bias
+        shortcut: nn.Module = nn.Identity()
+        if stride != 1 or w_in != w:
+            shortcut = ConvNormAct(
+                w_in, w, 1, stride, bias=bias, norm=stage.shortcut_norm, act="none"
+            )
+        branch = self._branch(w_in, stage, stride)
+        # Registration order is the state_dict's order, which checkpoints are loaded by.
+        if stage.shortcut_first:
+            self.shortcut, self.branch = shortcut, branch
+        else:
+            self.branch, self.shortcut = branch, shortcut
+        self.act = nn.ReLU(inplace=True)
+
+    @staticmethod
+    def _branch(w_in: int, stage: ResidualStage, stride: int) -> nn.Sequential:
+        w, bias = stage.width, stage.bias
         if stage.block == "basic":
-            self.branch = nn.Sequential(
+            return nn.Sequential(
                 ConvNormAct(w_in, w, 3, stride, bias=bias),
                 ConvNormAct(w, w, 3, bias=bias, act="none"),
             )
-        else:
-            wb = stage.bottleneck_width
-            layers: list[nn.Module] = [
-                ConvNormAct(w_in, wb, 1, bias=bias),
-                ConvNormAct(wb, wb, 3, stride, groups=stage.groups, bias=bias),
-            ]
-            if stage.se_ratio > 0:
-                layers.append(SqueezeExcite(wb, max(1, int(round(stage.se_ratio * w_in)))))
-            layers.append(ConvNormAct(wb, w, 1, bias=bias, act="none"))
-            self.branch = nn.Sequential(*layers)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or w_in != w:
-            self.shortcut = ConvNormAct(
-                w_in, w, 1, stride, bias=bias, norm=stage.shortcut_norm, act="none"
-            )
-        self.act = nn.ReLU(inplace=True)
+        wb = stage.bottleneck_width
+        layers: list[nn.Module] = [
+            ConvNormAct(w_in, wb, 1, bias=bias),
+            ConvNormAct(wb, wb, 3, stride, groups=stage.groups, bias=bias),
+        ]
+        if stage.se_ratio > 0:
+            layers.append(SqueezeExcite(wb, max(1, int(round(stage.se_ratio * w_in)))))
+        layers.append(ConvNormAct(wb, w, 1, bias=bias, act="none"))
+        return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.branch(x) + self.shortcut(x))
@@ -80,13 +89,13 @@ class Inception(nn.Module):
 
     def __init__(self, w_in: int, stage: InceptionStage) -> None:
         super().__init__()
-        kw = {"bias": stage.bias, "norm": stage.norm}
-        (a2, b2), (a3, b3) = stage.c2, stage.c3
+        kw = {"bias": stage.bias, "norm": stage.norm, "eps": stage.norm_eps}
+        (a2, b2), (a3, b3), k3 = stage.c2, stage.c3, stage.c3_kernel
         self.branches = nn.ModuleList(
             [
                 ConvNormAct(w_in, stage.c1, 1, **kw),
                 nn.Sequential(ConvNormAct(w_in, a2, 1, **kw), ConvNormAct(a2, b2, 3, **kw)),
-                nn.Sequential(ConvNormAct(w_in, a3, 1, **kw), ConvNormAct(a3, b3, 5, **kw)),
+                nn.Sequential(ConvNormAct(w_in, a3, 1, **kw), ConvNormAct(a3, b3, k3, **kw)),
                 nn.Sequential(nn.MaxPool2d(3, 1, 1), ConvNormAct(w_in, stage.c4, 1, **kw)),
             ]
         )

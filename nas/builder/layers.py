@@ -30,14 +30,15 @@ class ConvNormAct(nn.Sequential):
         norm: bool = True,
         act: str = "relu",
         preact: bool = False,
+        eps: float = 1e-5,
     ) -> None:
         pad = kernel // 2 if padding is None else padding
         conv = nn.Conv2d(w_in, w_out, kernel, stride, pad, groups=groups, bias=bias)
         if preact:
-            layers = [nn.BatchNorm2d(w_in)] if norm else []
+            layers = [nn.BatchNorm2d(w_in, eps)] if norm else []
             super().__init__(*layers, activation(act), conv)
         else:
-            layers = [nn.BatchNorm2d(w_out)] if norm else []
+            layers = [nn.BatchNorm2d(w_out, eps)] if norm else []
             super().__init__(conv, *layers, activation(act))
 
 

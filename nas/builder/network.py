@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from nas.builder.layers import activation
 from nas.builder.stages import STAGE_BUILDERS
+from nas.builder.weights import load_weights
 from nas.specs import HeadSpec, NetworkSpec
 
 
+def dropout(p: float) -> list[nn.Module]:
+    """A dropout layer, or none when p is 0."""
+    return [nn.Dropout(p)] if p > 0 else []
+
+
 class Head(nn.Sequential):
-    """Pool -> flatten -> hidden (Linear, [BN1d], act, [dropout]) -> classifier."""
+    """Pool -> flatten -> hidden ([dropout], Linear, [BN1d], act, [dropout]) -> classifier."""
 
     def __init__(self, head: HeadSpec, channels: int, size: int, num_classes: int) -> None:
         if head.pool == "avg":
@@ -23,12 +31,14 @@ class Head(nn.Sequential):
             layers, features = [nn.AdaptiveAvgPool2d(head.pool)], channels * head.pool**2
         layers.append(nn.Flatten())
         for width in head.hidden:
+            layers += dropout(head.dropout) if head.dropout_before else []
             layers.append(nn.Linear(features, width))
             layers += [nn.BatchNorm1d(width)] if head.norm else []
             layers.append(activation(head.act))
-            layers += [nn.Dropout(head.dropout)] if head.dropout > 0 else []
+            layers += [] if head.dropout_before else dropout(head.dropout)
             features = width
         if head.linear:
+            layers += dropout(head.classifier_dropout)
             layers.append(nn.Linear(features, num_classes))
         super().__init__(*layers)
 
@@ -64,10 +74,19 @@ def initialise(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build(spec: object) -> Network:
-    """A module from a family spec, a NetworkSpec, a dict, a path or a preset name."""
+def build(spec: object, weights: str | Path | None = None) -> Network:
+    """A module from a family spec, a NetworkSpec, a dict, a path or a preset name.
+
+    `weights`: a state_dict file (torchvision checkpoint or .safetensors) loaded by order.
+    """
     from nas.io import load_spec
 
     if not isinstance(spec, NetworkSpec):
         spec = load_spec(spec).lower()  # type: ignore[arg-type]
-    return Network(spec)
+    if weights is None:
+        return Network(spec)
+    with torch.device("meta"):  # every tensor is overwritten: initialising them is wasted time
+        model = Network(spec)
+    model.to_empty(device="cpu")
+    load_weights(model, weights)
+    return model

@@ -13,7 +13,7 @@ from nas.specs import (
     DenseStage,
     DropoutStage,
     InceptionStage,
-    NiNStage,
+    MLPConvStage,
     NormActStage,
     PoolStage,
     ResidualStage,
@@ -41,7 +41,7 @@ def _conv(w_in: int, s: ConvStage) -> nn.Module:
         layers.append(
             ConvNormAct(
                 w_in if i == 0 else s.width, s.width, s.kernel, s.stride if i == 0 else 1,
-                s.padding, s.groups, s.bias, s.norm, s.act, s.preact,
+                s.padding, s.groups, s.bias, s.norm, s.act, s.preact, s.norm_eps,
             )
         )
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
@@ -50,7 +50,7 @@ def _conv(w_in: int, s: ConvStage) -> nn.Module:
 @register("pool")
 def _pool(w_in: int, s: PoolStage) -> nn.Module:
     pool = nn.MaxPool2d if s.mode == "max" else nn.AvgPool2d
-    return pool(s.kernel, s.stride or s.kernel, s.padding)
+    return pool(s.kernel, s.stride or s.kernel, s.padding, ceil_mode=s.ceil_mode)
 
 
 @register("residual")
@@ -75,8 +75,8 @@ def _inception(w_in: int, s: InceptionStage) -> nn.Module:
     return Inception(w_in, s)
 
 
-@register("nin")
-def _nin(w_in: int, s: NiNStage) -> nn.Module:
+@register("mlpconv")
+def _mlpconv(w_in: int, s: MLPConvStage) -> nn.Module:
     return nn.Sequential(
         ConvNormAct(w_in, s.width, s.kernel, s.stride, s.padding, bias=True, norm=False),
         ConvNormAct(s.width, s.width, 1, bias=True, norm=False),

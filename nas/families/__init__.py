@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, TypeAdapter
 
+from nas.families.anynet import AnyNetSpec
 from nas.families.base import FamilySpec
 from nas.families.classic import AlexNetSpec, GoogLeNetSpec, LeNetSpec, NiNSpec
 from nas.families.densenet import DenseNetSpec
@@ -19,6 +20,7 @@ FAMILIES: tuple[type[FamilySpec], ...] = (
     ResNeXtSpec,
     DenseNetSpec,
     RegNetSpec,
+    AnyNetSpec,
     AlexNetSpec,
     NiNSpec,
     GoogLeNetSpec,
@@ -26,7 +28,7 @@ FAMILIES: tuple[type[FamilySpec], ...] = (
 )
 
 ArchSpec = Annotated[
-    VGGSpec | ResNetSpec | ResNeXtSpec | DenseNetSpec | RegNetSpec
+    VGGSpec | ResNetSpec | ResNeXtSpec | DenseNetSpec | RegNetSpec | AnyNetSpec
     | AlexNetSpec | NiNSpec | GoogLeNetSpec | LeNetSpec,
     Field(discriminator="family"),
 ]

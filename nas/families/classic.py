@@ -1,4 +1,7 @@
-"""The book's classic networks: LeNet (with BN), AlexNet, NiN and GoogLeNet."""
+"""The classic networks: LeNet (with BN), AlexNet, NiN and GoogLeNet, as in the book by default.
+
+AlexNet and GoogLeNet also take the fields that make them torchvision's (see the presets).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ from nas.specs import (
     DropoutStage,
     Frozen,
     InceptionStage,
+    MLPConvStage,
     NetworkSpec,
-    NiNStage,
     PoolStage,
     StageSpec,
 )
@@ -48,7 +51,7 @@ class LeNetSpec(FamilySpec):
 
 
 class AlexNetSpec(FamilySpec):
-    """AlexNet as in the book: five convs (11x11/4, 5x5, 3x3 x3), three max-pools, 2 FC layers."""
+    """AlexNet: five convs (11x11/4, 5x5, 3x3 x3), three max-pools, 2 FC layers (the book's)."""
 
     family: Literal["alexnet"] = "alexnet"
     widths: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (
@@ -57,23 +60,39 @@ class AlexNetSpec(FamilySpec):
     hidden: tuple[PositiveInt, ...] = (4096, 4096)
     dropout: float = Field(default=0.5, ge=0, lt=1)
     batch_norm: bool = False
+    first_padding: int = Field(
+        default=1, ge=0, le=5, description="padding of the 11x11/4 conv (torchvision: 2)"
+    )
+    pool_size: PositiveInt | None = Field(
+        default=None, description="adaptive average pool to NxN before the fc head (torchvision: 6)"
+    )
+    dropout_before: bool = Field(
+        default=False,
+        description="dropout before each hidden Linear (torchvision) instead of after its ReLU",
+    )
 
     def lower(self) -> NetworkSpec:
         w, bn = self.widths, self.batch_norm
         pool = PoolStage(mode="max", kernel=3, stride=2)
         stages: list[StageSpec] = [
-            ConvStage(width=w[0], kernel=11, stride=4, padding=1, bias=True, norm=bn),
+            ConvStage(
+                width=w[0], kernel=11, stride=4, padding=self.first_padding, bias=True, norm=bn
+            ),
             pool,
             ConvStage(width=w[1], kernel=5, padding=2, bias=True, norm=bn),
             pool,
             *(ConvStage(width=c, kernel=3, bias=True, norm=bn) for c in w[2:]),
             pool,
         ]
-        return self.network(stages, pool="flatten", hidden=self.hidden, dropout=self.dropout)
+        before = self.dropout_before and self.dropout > 0  # else the same network: same hash
+        return self.network(
+            stages, pool=self.pool_size or "flatten", hidden=self.hidden, dropout=self.dropout,
+            dropout_before=before,
+        )
 
 
 class NiNSpec(FamilySpec):
-    """Network in Network: NiN blocks (width, kernel, stride, padding) with max-pools between."""
+    """Network in Network: mlpconv blocks (width, kernel, stride, padding), max-pools between."""
 
     family: Literal["nin"] = "nin"
     blocks: tuple[tuple[PositiveInt, PositiveInt, PositiveInt, int], ...] = Field(
@@ -84,10 +103,12 @@ class NiNSpec(FamilySpec):
     def lower(self) -> NetworkSpec:
         stages: list[StageSpec] = []
         for width, kernel, stride, padding in self.blocks:
-            stages.append(NiNStage(width=width, kernel=kernel, stride=stride, padding=padding))
+            stages.append(
+                MLPConvStage(width=width, kernel=kernel, stride=stride, padding=padding)
+            )
             stages.append(PoolStage(mode="max", kernel=3, stride=2))
         stages.append(DropoutStage(p=self.dropout))
-        stages.append(NiNStage(width=self.num_classes, kernel=3, padding=1))
+        stages.append(MLPConvStage(width=self.num_classes, kernel=3, padding=1))
         return self.network(stages, pool="avg", linear=False)
 
 
@@ -114,7 +135,11 @@ BOOK_INCEPTION = (
 
 
 class GoogLeNetSpec(FamilySpec):
-    """GoogLeNet as in the book: a conv stem, groups of inception blocks with max-pools between."""
+    """GoogLeNet: a conv stem, groups of inception blocks with max-pools between.
+
+    The defaults are the book's network; torchvision's is `batch_norm: true, conv_bias: false,
+    norm_eps: 0.001, c3_kernel: 3, pool_style: torchvision, dropout: 0.2` at 224x224.
+    """
 
     family: Literal["googlenet"] = "googlenet"
     input_size: PositiveInt = 96
@@ -127,22 +152,49 @@ class GoogLeNetSpec(FamilySpec):
         min_length=1,
     )
     batch_norm: bool = False
+    conv_bias: bool = Field(default=True, description="biases on every conv (torchvision: none)")
+    norm_eps: float = Field(
+        default=1e-5, gt=0, lt=1, description="batch norm epsilon (torchvision: 0.001)"
+    )
+    c3_kernel: Literal[3, 5] = Field(
+        default=5,
+        description="kernel of the third branch's second conv: 5 as in the paper; torchvision "
+        "keeps a historical 3",
+    )
+    pool_style: Literal["book", "torchvision"] = Field(
+        default="book",
+        description="book: 3x3/2 max-pools with padding 1; torchvision: 3x3/2 max-pools with "
+        "ceil_mode, except 2x2/2 before the last group",
+    )
+    dropout: float = Field(
+        default=0.0, ge=0, lt=1, description="dropout before the classifier (torchvision: 0.2)"
+    )
+
+    def pool(self, last: bool = False) -> PoolStage:
+        """The max-pool between stem parts and groups (`last`: the one before the last group)."""
+        if self.pool_style == "book":
+            return PoolStage(mode="max", kernel=3, stride=2, padding=1)
+        return PoolStage(mode="max", kernel=2 if last else 3, stride=2, ceil_mode=True)
 
     def lower(self) -> NetworkSpec:
-        s, bn = self.stem_widths, self.batch_norm
-        pool = PoolStage(mode="max", kernel=3, stride=2, padding=1)
+        s = self.stem_widths
+        conv: dict[str, object] = {"bias": self.conv_bias, "norm": self.batch_norm}
+        if self.batch_norm:  # without norms the epsilon is unused: left out of the hash
+            conv["norm_eps"] = self.norm_eps
         stages: list[StageSpec] = [
-            ConvStage(width=s[0], kernel=7, stride=2, padding=3, bias=True, norm=bn),
-            pool,
-            ConvStage(width=s[1], kernel=1, bias=True, norm=bn),
-            ConvStage(width=s[2], kernel=3, bias=True, norm=bn),
-            pool,
+            ConvStage(width=s[0], kernel=7, stride=2, padding=3, **conv),
+            self.pool(),
+            ConvStage(width=s[1], kernel=1, **conv),
+            ConvStage(width=s[2], kernel=3, **conv),
+            self.pool(),
         ]
         for i, group in enumerate(self.groups):
             for b in group:
                 stages.append(
-                    InceptionStage(c1=b.c1, c2=b.c2, c3=b.c3, c4=b.c4, bias=True, norm=bn)
+                    InceptionStage(
+                        c1=b.c1, c2=b.c2, c3=b.c3, c4=b.c4, c3_kernel=self.c3_kernel, **conv
+                    )
                 )
             if i < len(self.groups) - 1:
-                stages.append(pool)
-        return self.network(stages, pool="avg")
+                stages.append(self.pool(last=i == len(self.groups) - 2))
+        return self.network(stages, pool="avg", classifier_dropout=self.dropout)

@@ -59,6 +59,7 @@ class RegNetSpec(FamilySpec):
                 ResidualStage(
                     depth=d, width=w, stride=2, block="bottleneck",
                     bottleneck_ratio=self.bottleneck_ratio, group_width=gw, se_ratio=self.se_ratio,
+                    shortcut_first=True,  # pycls's and torchvision's layout: `proj` before `f`
                 )
             )
         return self.network(stages, pool="avg")

@@ -10,10 +10,10 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
 
 from nas import __version__
 from nas.errors import UserError
-from nas.hashing import content_hash
 from nas.search.objective import Objective, TrialFailure, TrialSettings
 from nas.search.samplers import check_sampler, make_sampler
 from nas.search.space import SearchSpace
@@ -123,11 +123,21 @@ def checkpoint_dir(req: SearchRequest) -> Path:
     return base / "checkpoints" / req.study_name
 
 
+def same_space(recorded: StudySettings, space: SearchSpace) -> bool:
+    """Whether a study was created with this space (definitions compared as spaces, so that
+    a hash written by an older nas still matches)."""
+    if recorded.space_definition is None:
+        return recorded.space_hash in (None, space.content_hash())
+    try:
+        old = SearchSpace.model_validate(recorded.space_definition)
+    except ValidationError:
+        return recorded.space_hash == space.content_hash()
+    return old.content_hash() == space.content_hash()
+
+
 def check_resume(req: SearchRequest, recorded: StudySettings) -> None:
     """Refuses to resume a study with another space or other objectives."""
-    definition = req.space.model_dump(mode="json")
-    if recorded.space_definition is not None and \
-            content_hash(recorded.space_definition) != content_hash(definition):
+    if not same_space(recorded, req.space):
         raise UserError(
             f"study {req.study_name} was created with space {recorded.space} "
             f"(hash {recorded.space_hash}); this run asks for {req.space.name} "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from pydantic import Field, ValidationError, model_validator
@@ -18,6 +19,37 @@ from nas.specs import Frozen
 
 FAMILY_CLASSES = {f.model_fields["family"].default: f for f in FAMILIES}
 Scalar = int | float | str | bool
+RULES = ("shared", "increasing")
+# Fields that came after studies were recorded: left out of the hash while at their default, so
+# a space that does not use them keeps the hash its studies were created with, and they resume.
+LATER_FIELDS: dict[str, Any] = {"shared": [], "increasing": [], "stage_weights": "equal"}
+
+
+def pick(weights: Sequence[float], u: float) -> int:
+    """Index i with probability weights[i] / sum(weights) when u is uniform in [0, 1)."""
+    target, total = u * sum(weights), 0.0
+    for i, weight in enumerate(weights):
+        total += weight
+        if target < total:
+            return i
+    return len(weights) - 1  # u == 1.0
+
+
+def non_decreasing(k: int, quantiles: Sequence[float]) -> list[int]:
+    """Non-decreasing indices into k ordered values, one per quantile.
+
+    With independent uniform quantiles every non-decreasing sequence (a multiset of
+    len(quantiles) values) is equally likely: each index is drawn from its exact conditional
+    distribution given the ones before, in proportion to the number of sequences that can
+    follow it, C(k - j - 1 + rest, rest). Sorting independent draws would not be uniform:
+    (a, b, c) would come six times as often as (a, a, a).
+    """
+    out, low = [], 0
+    for i, u in enumerate(quantiles):
+        rest = len(quantiles) - i - 1
+        low += pick([math.comb(k - j - 1 + rest, rest) for j in range(low, k)], u)
+        out.append(low)
+    return out
 
 
 class Dimension(Frozen):
@@ -60,6 +92,16 @@ class Dimension(Frozen):
                                      step=int(self.step or 1), log=self.log)
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)  # type: ignore[arg-type]
 
+    def grid(self) -> list[Any] | None:
+        """The values in order for a finite dimension; None for a continuous range."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.is_int:
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))  # type: ignore[arg-type]
+        if self.step is None:
+            return None
+        return [self.low + i * self.step for i in range(int(self.size()))]  # type: ignore[operator]
+
     def size(self) -> float:
         """Number of distinct values (inf for a continuous range)."""
         if self.choices is not None:
@@ -70,7 +112,25 @@ class Dimension(Frozen):
 
 
 class SearchSpace(Frozen):
-    """A region of one family's design space."""
+    """A region of one family's design space, optionally with design rules.
+
+    Rules name per-stage dimensions (a singular name such as `group_width` means
+    `group_widths`): `shared` ones take one value for every stage, `increasing` ones never
+    decrease from one stage to the next (the RegNet paper's AnyNet refinements). Rules hold by
+    construction, never by rejecting samples, and keep random sampling uniform.
+
+    Optuna parameters, the same set for every trial: a plain dimension is one parameter, a free
+    per-stage one is `name_0` .. `name_{max-1}` (all drawn, the first n used), a shared one is
+    `name`, an increasing one is `name_0_quantile` .. (`non_decreasing` turns them into a
+    uniformly drawn sorted multiset), and a varying stage count is `num_stages`.
+
+    What Optuna's RandomSampler is uniform over: for each stage count, over the points of the
+    space with that count (log ranges log-uniformly). With `stage_weights: equal` (the default,
+    as before rules existed) every stage count is equally likely, so each point of a count with
+    fewer points is more likely. With `stage_weights: points` the count is drawn in proportion
+    to its number of points (parameter `num_stages_quantile`), so every distinct point of the
+    space is equally likely, as the EDFs of the RegNet paper assume.
+    """
 
     name: str
     family: str
@@ -78,6 +138,24 @@ class SearchSpace(Frozen):
     fixed: dict[str, Any] = {}
     stages: tuple[int, int] | None = Field(default=None, description="[min, max] stage count")
     dimensions: dict[str, Dimension] = Field(min_length=1)
+    shared: tuple[str, ...] = Field(default=(), description="per-stage, one value for all")
+    increasing: tuple[str, ...] = Field(default=(), description="per-stage, non-decreasing")
+    stage_weights: Literal["equal", "points"] = Field(
+        default="equal", description="stage count drawn uniformly, or by its number of points"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plural_rule_names(cls, data: Any) -> Any:
+        """`shared: [group_width]` names the per-stage dimension `group_widths`."""
+        if not isinstance(data, dict) or not isinstance(data.get("dimensions"), dict):
+            return data
+        dims, data = data["dimensions"], dict(data)
+        for rule in RULES:
+            if isinstance(data.get(rule), (list, tuple)):
+                data[rule] = [f"{n}s" if isinstance(n, str) and n not in dims and f"{n}s" in dims
+                              else n for n in data[rule]]
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchSpace:
@@ -91,36 +169,95 @@ class SearchSpace(Frozen):
         both = set(self.fixed) & set(self.dimensions)
         if both:
             raise ValueError(f"{sorted(both)} are both fixed and searched")
+        self._check_rules(staged)
         return self
+
+    def _check_rules(self, staged: list[str]) -> None:
+        for rule in RULES:
+            for name in getattr(self, rule):
+                if name not in self.dimensions:
+                    raise ValueError(f"{rule}: {name} is not a dimension of the space; "
+                                     f"per-stage dimensions: {', '.join(staged) or 'none'}")
+                if not self.dimensions[name].per_stage:
+                    raise ValueError(f"{rule}: {name} is not a per-stage dimension; "
+                                     f"per-stage dimensions: {', '.join(staged) or 'none'}")
+        both = set(self.shared) & set(self.increasing)
+        if both:
+            raise ValueError(f"{', '.join(sorted(both))}: both shared and increasing")
+        for name in self.increasing:
+            dim, grid = self.dimensions[name], self.dimensions[name].grid()
+            if grid is None or dim.log:
+                raise ValueError(f"increasing: {name} needs a grid of values (choices, an int "
+                                 "range or a step), not a continuous or log range")
+            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in grid)
+            if not numbers or any(a >= b for a, b in zip(grid, grid[1:])):
+                raise ValueError(f"increasing: {name}: choices must be numbers in increasing "
+                                 "order")
+        if self.stage_weights == "points" and math.isinf(self.stage_points(1)):
+            raise ValueError("stage_weights: points needs finite per-stage dimensions")
 
     @property
     def family_class(self) -> type[FamilySpec]:
         return FAMILY_CLASSES[self.family]
 
     def content_hash(self) -> str:
-        return content_hash(self.model_dump(mode="json"))
+        """Hash of the definition (fields added later left out while at their default, so older
+        spaces keep theirs); studies are resumed only with the same hash."""
+        data = self.model_dump(mode="json")
+        for key, default in LATER_FIELDS.items():
+            if data[key] == default:
+                del data[key]
+        return content_hash(data)
+
+    def stage_points(self, n: int) -> float:
+        """Points of the per-stage dimensions with n stages, under the rules."""
+        out: float = 1
+        for name, d in self.dimensions.items():
+            if not d.per_stage:
+                continue
+            if name in self.shared:
+                out *= d.size()
+            elif name in self.increasing:  # multisets of n values out of k
+                out *= math.comb(int(d.size()) + n - 1, n)
+            else:
+                out *= d.size() ** n
+        return out
 
     def size(self) -> float:
-        """Distinct points (inf when a dimension is continuous)."""
+        """Distinct points under the rules (inf when a dimension is continuous)."""
         flat = math.prod(d.size() for d in self.dimensions.values() if not d.per_stage)
         if self.stages is None:
             return flat
-        per = math.prod(d.size() for d in self.dimensions.values() if d.per_stage)
-        return flat * sum(per**n for n in range(self.stages[0], self.stages[1] + 1))
+        return flat * sum(self.stage_points(n) for n in range(self.stages[0], self.stages[1] + 1))
+
+    def stage_count(self, trial: optuna.Trial) -> int:
+        """The trial's number of stages (0 without per-stage dimensions); see the class doc."""
+        if self.stages is None:
+            return 0
+        low, high = self.stages
+        if low == high:
+            return low
+        if self.stage_weights == "equal":
+            return trial.suggest_int("num_stages", low, high)
+        u = trial.suggest_float("num_stages_quantile", 0.0, 1.0)
+        return low + pick([self.stage_points(n) for n in range(low, high + 1)], u)
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        """A fixed set of Optuna parameters: every per-stage slot is sampled, then truncated."""
+        """Values of every dimension for a trial, per-stage ones as lists (see the class doc)."""
+        n = self.stage_count(trial)
+        slots = range(self.stages[1]) if self.stages else range(0)
         values: dict[str, Any] = {}
-        n = 0
-        if self.stages is not None:
-            low, high = self.stages
-            n = trial.suggest_int("num_stages", low, high) if low < high else low
         for name, dim in self.dimensions.items():
-            if dim.per_stage:
-                slots = [dim.suggest(trial, f"{name}_{i}") for i in range(self.stages[1])]  # type: ignore[index]
-                values[name] = slots[:n]
-            else:
+            if not dim.per_stage:
                 values[name] = dim.suggest(trial, name)
+            elif name in self.shared:
+                values[name] = [dim.suggest(trial, name)] * n
+            elif name in self.increasing:
+                grid = dim.grid() or []
+                quantiles = [trial.suggest_float(f"{name}_{i}_quantile", 0.0, 1.0) for i in slots]
+                values[name] = [grid[i] for i in non_decreasing(len(grid), quantiles[:n])]
+            else:
+                values[name] = [dim.suggest(trial, f"{name}_{i}") for i in slots][:n]
         return values
 
     def to_spec(self, values: dict[str, Any], data_fields: dict[str, int]) -> FamilySpec:
