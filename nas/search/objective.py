@@ -25,6 +25,7 @@ from nas.study import COSTS, OBJECTIVE_FIELDS, StudyTrial, TrialRecord, study_tr
 from nas.study.outage import StorageBroken, StorageUnavailable, impatient
 from nas.study.record import record_part
 from nas.train import Budget, EpochStats, FitResult, TrainConfig, fit, latency_ms, seeded_build
+from nas.train.checkpoint import CheckpointError
 
 RESULT_FIELDS = ("val_accuracy", "curve", "loss_curve", "wall_time_s", "images_per_second",
                  "epochs_run", "steps", "seed", "device", "environment", "trained")
@@ -81,8 +82,8 @@ class Objective:
                     family=spec.family, budget_key=self.settings.budget_key())
         try:
             return self._run(trial, spec)
-        except (StorageUnavailable, StorageBroken):
-            raise  # not this trial's fault: the loop deals with it
+        except (StorageUnavailable, StorageBroken, CheckpointError):
+            raise  # not this trial's fault, and the next would fail alike: the search stops
         except torch.OutOfMemoryError:
             release_memory()
             fail(trial, "oom", "out of memory; memory released")

@@ -62,13 +62,14 @@ def _worker(req: SearchRequest, index: int, parent: int, messages: mp.Queue) -> 
 
 
 class Messages:
-    """What the workers said: notices shown once per outage, errors kept for the end."""
+    """What the workers said: errors kept for the end, and notices shown once per outage
+    (every worker sees the same outage, each in its own words: one line for all of them)."""
 
     def __init__(self, queue: mp.Queue, notify: Callable[[str], None] | None,
-                 quiet_s: float = 60.0) -> None:
+                 quiet_s: float = 30.0) -> None:
         self.queue, self.notify, self.quiet_s = queue, notify, quiet_s
         self.errors: list[str] = []
-        self.shown: dict[str, float] = {}
+        self.last_notice = -math.inf
 
     def drain(self) -> None:
         while True:
@@ -78,10 +79,10 @@ class Messages:
                 return
             if kind == "error":
                 self.errors.append(text)
-            elif time.monotonic() - self.shown.get(text, -math.inf) > self.quiet_s:
-                self.shown[text] = time.monotonic()  # the same outage seen by every worker
-                if self.notify:
-                    self.notify(text)
+                continue
+            if time.monotonic() - self.last_notice > self.quiet_s and self.notify:
+                self.notify(text)
+            self.last_notice = time.monotonic()
 
 
 def stop_all(procs: list[mp.Process]) -> None:

@@ -9,6 +9,7 @@ is transient. One `RetryPolicy` per process says for how long, and announces eac
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import sqlite3
 import threading
@@ -28,6 +29,9 @@ T = TypeVar("T")
 DEFAULT_RETRY_S = 300.0
 # SQLite result codes that clear by themselves (another connection holds a lock)
 SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PROTOCOL")
+# ... and those no waiting mends
+SQLITE_BROKEN = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CORRUPT",
+                 "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_PERM")
 
 
 class StorageUnavailable(UserError):
@@ -71,10 +75,13 @@ def is_transient(error: BaseException) -> bool:
 
 
 def first_line(error: BaseException) -> str:
-    """The innermost error's message, on one line."""
-    inner = causes(error)[-1]
-    text = str(inner).strip().splitlines()
-    return text[0] if text else type(inner).__name__
+    """The innermost error that says something, on one line."""
+    chain = causes(error)
+    for e in reversed(chain):
+        text = str(e).strip().splitlines()
+        if text and text[0] not in ("()", "None"):
+            return text[0]
+    return type(chain[-1]).__name__
 
 
 @dataclass
@@ -166,11 +173,10 @@ class ResilientRDBStorage(RDBStorage):
 
 
 def _retried(name: str) -> Callable[..., Any]:
-    method = getattr(RDBStorage, name)
-
-    @wraps(method)
+    @wraps(getattr(RDBStorage, name))
     def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> Any:
         self.check_file()
+        method = getattr(RDBStorage, name)  # looked up per call: tests replace it to fail
         try:
             return self.retry.call(method, self, *args, **kwargs)
         except (StorageUnavailable, StorageBroken):
@@ -190,12 +196,14 @@ for _name in RETRIED:
 
 
 def storage_broken(error: BaseException, storage: ResilientRDBStorage) -> StorageBroken | None:
-    """A one-line StorageBroken for SQLite failures no wait can mend (full disk, read-only...)."""
+    """A one-line StorageBroken for SQLite failures no wait can mend (a full disk, a read-only
+    or corrupt file); None for anything else (Optuna handles its own integrity errors)."""
     for e in causes(error):
-        if isinstance(e, sqlite3.Error) and getattr(e, "sqlite_errorname", None):
+        name = getattr(e, "sqlite_errorname", "") if isinstance(e, sqlite3.Error) else ""
+        if name.startswith(SQLITE_BROKEN):
             where = storage.sqlite_file or "the SQLite study file"
-            return StorageBroken(f"{where}: {e} ({e.sqlite_errorname}); stopping")
-        if isinstance(e, OSError) and e.errno is not None:
+            return StorageBroken(f"{where}: {e} ({name}); stopping")
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES):
             return StorageBroken(f"{e.filename or 'storage'}: {e.strerror}; stopping")
     return None
 
