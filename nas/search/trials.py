@@ -87,24 +87,32 @@ def fail_abandoned(study: optuna.Study) -> None:
             fail_stale_trials(study)
 
 
-def ask(study: optuna.Study) -> optuna.Trial:
-    """The next trial (a queued retry first), recorded as run by this process."""
+def ask(study: optuna.Study, queued_only: bool = False) -> optuna.Trial | None:
+    """The next trial (a queued one first: retries, enqueued jobs), recorded as run by this
+    process; with `queued_only`, None when the queue is empty (no new trial is created)."""
     fail_abandoned(study)
-    with warnings.catch_warnings():
-        # nas runs the heartbeat itself (Heartbeat above), so Optuna's advice does not apply
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-        trial = study.ask()
+    if queued_only:
+        trial_id = study._pop_waiting_trial_id()  # noqa: SLF001  ask() would create a trial
+        if trial_id is None:
+            return None
+        trial = optuna.Trial(study, trial_id)
+    else:
+        with warnings.catch_warnings():
+            # nas runs the heartbeat itself (Heartbeat above): Optuna's advice does not apply
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            trial = study.ask()
     write_trial(trial, worker=this_worker())
     return trial
 
 
 def run_trial(study: optuna.Study, objective: Objective, catch: tuple[type[Exception], ...],
-              url: str = "") -> FrozenTrial | None:
-    """Runs one trial to its end and returns it as stored; None when another worker failed it
-    as stale while it ran (its retry runs elsewhere). Exceptions not in `catch` propagate after
-    the trial is told FAIL; a result that cannot be written is kept on disk (`url` says where)
-    before the storage error propagates."""
-    trial = ask(study)
+              url: str = "", trial: optuna.Trial | None = None) -> FrozenTrial | None:
+    """Runs one trial (`trial`, else a new one) to its end and returns it as stored; None when
+    another worker failed it as stale while it ran (its retry runs elsewhere). Exceptions not
+    in `catch` propagate after the trial is told FAIL; a result that cannot be written is kept
+    on disk (`url` says where) before the storage error propagates."""
+    trial = trial or ask(study)
+    assert trial is not None
     values, state = None, TrialState.FAIL
     try:
         with Heartbeat(study._storage, trial._trial_id):  # noqa: SLF001
@@ -171,11 +179,23 @@ def run_trials(study: optuna.Study, objective: Objective, target: int,
     """Trials until the study holds `target` finished (complete or pruned) trials, or
     `should_stop()`; each finished trial is passed to the callbacks."""
     while finished_count(study) < target and not should_stop():
-        frozen = run_trial(study, objective, catch, url)
-        gc.collect()
-        if frozen is not None:
-            for callback in callbacks:
-                callback(study, frozen)
+        finish(study, run_trial(study, objective, catch, url), callbacks)
 
 
-__all__ = ["Heartbeat", "ResultHeld", "run_trial", "run_trials"]
+def run_queue(study: optuna.Study, objective: Objective, callbacks: Sequence[Callback] = (),
+              catch: tuple[type[Exception], ...] = (), url: str = "",
+              should_stop: Callable[[], bool] = lambda: False) -> None:
+    """The study's queued trials, until none is left (several workers share the queue) or
+    `should_stop()`."""
+    while not should_stop() and (trial := ask(study, queued_only=True)) is not None:
+        finish(study, run_trial(study, objective, catch, url, trial), callbacks)
+
+
+def finish(study: optuna.Study, frozen: FrozenTrial | None, callbacks: Sequence[Callback]) -> None:
+    gc.collect()
+    if frozen is not None:
+        for callback in callbacks:
+            callback(study, frozen)
+
+
+__all__ = ["Heartbeat", "ResultHeld", "run_queue", "run_trial", "run_trials"]

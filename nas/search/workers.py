@@ -44,14 +44,23 @@ def die_with_parent(parent: int) -> None:
         raise Terminated()
 
 
-def _worker(req: SearchRequest, index: int, parent: int, messages: mp.Queue) -> None:
+WorkerTarget = Callable[[Any, int, Callable[[str], None]], None]
+
+
+def search_worker(req: SearchRequest, index: int, notify: Callable[[str], None]) -> None:
+    """A search worker: trials of the shared study until its target is reached."""
+    req = replace(req, device=worker_device(req.device, index), worker_index=index)
+    run_search(req, notify=notify, worker=True)
+
+
+def _worker(target: WorkerTarget, request: Any, index: int, parent: int,
+            messages: mp.Queue) -> None:
     """One worker process with its own storage connection; notices and its error (one line)
     go to the parent, which shows each once however many workers send it."""
     signal.signal(signal.SIGTERM, raise_terminated)
-    req = replace(req, device=worker_device(req.device, index), worker_index=index)
     try:
         die_with_parent(parent)
-        run_search(req, notify=lambda text: messages.put(("notice", text)), worker=True)
+        target(request, index, lambda text: messages.put(("notice", text)))
     except Terminated:
         raise SystemExit(143) from None
     except KeyboardInterrupt:
@@ -110,10 +119,20 @@ def run_workers(
     load_data(budget["dataset"], req.data_dir, "cpu", seed=budget["seed"])  # fail here, once
     if on_start:
         on_start(study, budget)
+    return run_pool(search_worker, req, jobs, study, poll, notify)
+
+
+def run_pool(target: WorkerTarget, request: Any, jobs: int, study: optuna.Study,
+             poll: Callable[[optuna.Study], None] | None = None,
+             notify: Callable[[str], None] | None = None) -> optuna.Study:
+    """`jobs` processes each running `target(request, index, notify)` on `study` (opened by
+    the caller, who checked the request); the first worker error stops them all, in one line.
+    `target` must be a module-level function (workers are spawned)."""
     ctx = mp.get_context("spawn")
     messages = Messages(ctx.Queue(), notify)
-    procs = [ctx.Process(target=_worker, args=(req, i, os.getpid(), messages.queue),
-                         daemon=False) for i in range(jobs)]
+    procs = [ctx.Process(target=_worker, args=(target, request, i, os.getpid(),
+                                               messages.queue), daemon=False)
+             for i in range(jobs)]
     for p in procs:
         p.start()
     try:
@@ -131,7 +150,7 @@ def run_workers(
     codes = [p.exitcode for p in procs]
     quietly(poll, study)
     if 2 in codes:
-        raise SearchStopped(stop_message(messages.errors, study, req))
+        raise SearchStopped(stop_message(messages.errors, study))
     if any(codes):
         raise SearchStopped(f"workers exited with codes {codes}; re-run the same command "
                             f"to resume the study")
@@ -145,7 +164,7 @@ def quietly(poll: Callable[[optuna.Study], None] | None, study: optuna.Study) ->
             poll(study)
 
 
-def stop_message(errors: list[str], study: optuna.Study, req: SearchRequest) -> str:
+def stop_message(errors: list[str], study: optuna.Study) -> str:
     """One line for the whole search: the workers' error, said once."""
     distinct = list(dict.fromkeys(errors))
     if not distinct:
@@ -157,4 +176,4 @@ def stop_message(errors: list[str], study: optuna.Study, req: SearchRequest) -> 
            f"stopped too"
 
 
-__all__ = ["raise_terminated", "run_workers"]
+__all__ = ["raise_terminated", "run_pool", "run_workers"]

@@ -8,7 +8,7 @@ not a key that silently reads back as missing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.storages import BaseStorage
@@ -34,7 +34,7 @@ class WorkerId(BaseModel):
 
 
 # What a trial was asked to do (kept when it is retried); everything else is its outcome.
-SAMPLED_FIELDS = ("spec", "spec_hash", "family", "budget_key")
+SAMPLED_FIELDS = ("spec", "spec_hash", "family", "budget_key", "source_trial", "group", "seed")
 
 
 class TrialRecord(BaseModel):
@@ -73,6 +73,9 @@ class TrialRecord(BaseModel):
     reused_from: int | None = None  # the trial whose training result this one reuses
     recovered_from: int | None = None  # a result held through a storage outage, of this trial
     worker: WorkerId | None = None  # who runs (or ran) it
+    # a confirmation run: the search trial whose architecture it retrains, and why it was chosen
+    source_trial: int | None = None
+    group: Literal["front", "control"] | None = None
 
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> TrialRecord:
@@ -142,6 +145,10 @@ class StudySettings(BaseModel):
     batch_size: int | None = None
     lr: float | None = None
     seed: int | None = None
+    # a confirmation study: its search study, what it retrains, and what it found
+    source_study: str | None = None
+    selection: dict[str, Any] | None = None
+    confirm_summary: dict[str, Any] | None = None
 
     @classmethod
     def from_study(cls, study: optuna.Study) -> StudySettings:

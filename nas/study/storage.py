@@ -7,6 +7,7 @@ import re
 import sqlite3
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
@@ -128,7 +129,30 @@ def open_storage(url: str, heartbeat: bool = True, max_retry: int = 1,
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise UserError(f"cannot open storage {mask_url(url)}: {mask_url(reason)}") from None
     storage.retry = policy
+    if path is not None:
+        serializable_sqlite(storage.engine)
     return storage
+
+
+def serializable_sqlite(engine: Any) -> None:
+    """Every SQLite transaction starts at its first statement (SQLAlchemy's documented recipe).
+
+    Python's sqlite3 begins a transaction only at the first write, so a read-check-write (such
+    as Optuna taking a queued trial: is it WAITING? then RUNNING) is not atomic, and two
+    workers could take the same trial. Begun at the read, the second writer's snapshot is
+    stale and SQLite refuses it (SQLITE_BUSY_SNAPSHOT), which is retried like any busy lock.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    engine.dispose()  # connections opened before the listeners are not reused
 
 
 def study_names(storage: RDBStorage) -> list[str]:
