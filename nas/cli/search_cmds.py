@@ -132,21 +132,29 @@ def best_line(study: optuna.Study) -> str:
 
 def print_front(study: optuna.Study, req: SearchRequest) -> None:
     """The Pareto front (or best trials) as a table, then what to run next."""
+    from nas.report.confirmation import linked_summary, within_noise
     from nas.study import mask_url, study_front
 
     rows = study_front(study)
+    confirmation = linked_summary(study)  # the seed noise, once `nas confirm` measured it
+    noise = confirmation.noise if confirmation else None
+    close = within_noise([t.record.val_accuracy or 0.0 for t in rows], noise)
     multi = len(study.directions) > 1
     table = Table(title=f"{'Pareto front' if multi else 'Best trials'} of {study.study_name}")
-    for col in ("trial", "family", "val acc", "params", "MACs", "latency ms", "epochs", "hash"):
+    for col in ("trial", "family", "val acc", "≈", "params", "MACs", "latency ms", "epochs",
+                "hash"):
         table.add_column(col, justify="left" if col in ("family", "hash") else "right",
                          no_wrap=True)
-    for t in rows:
+    for t, near in zip(rows, close):
         r = t.record
         table.add_row(str(t.number), r.family or "?", f"{r.val_accuracy or 0:.4f}",
-                      human(r.params or 0), human(r.macs or 0),
+                      "≈" if near else "", human(r.params or 0), human(r.macs or 0),
                       f"{r.latency_ms if r.latency_ms is not None else math.nan:.2f}",
                       str(r.epochs_run or ""), (r.spec_hash or "")[:8])
     console.print(table)
+    if noise is not None:
+        console.print(f"≈: within the seed noise ({noise.pooled:.4f}, measured by nas confirm) "
+                      f"of a neighbour: the search cannot order them")
     states = [t.state for t in study.get_trials(deepcopy=False)]
     console.print(" ".join(f"{s.name.lower()} {states.count(s)}" for s in sorted(
         set(states), key=lambda s: s.value)))
@@ -156,6 +164,9 @@ def print_front(study: optuna.Study, req: SearchRequest) -> None:
     console.print(f"report:    nas report --study {name}{where}")
     out = f"studies/{name}-pareto"
     console.print(f"export:    nas export --study {name}{where} --pareto --out {out}")
+    if confirmation is None:
+        console.print(f"confirm:   nas confirm --study {name}{where}  (the front retrained at a "
+                      f"larger budget with several seeds)")
 
 
 def human(n: float) -> str:

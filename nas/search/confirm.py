@@ -32,24 +32,18 @@ from nas.study import (
     study_trials,
     write_trial,
 )
-from nas.study.locate import StudyRef
+from nas.study.locate import StudyRef, confirm_name
 from nas.study.outage import DEFAULT_RETRY_S, RetryPolicy
 from nas.study.pending import flush_pending
 from nas.study.record import record_part
 from nas.study.storage import sqlite_path
 
-SUFFIX = ".confirm"
 DEFAULT_TOP, DEFAULT_CONTROL = 5, 5
 # The confirmation budget by device, when not given: more data and epochs than the search's
 # (about 10 minutes for the defaults on a 2-core CPU; see README).
 CONFIRM_BUDGET = {"cpu": {"epochs": 4, "subset": 0.5, "seeds": 2},
                   "cuda": {"epochs": 30, "subset": 1.0, "seeds": 3}}
 COPIED_COSTS = ("params", "macs", "activations", "peak_memory_bytes", "latency_ms")
-
-
-def confirm_name(study: str) -> str:
-    """The linked study's name."""
-    return f"{study}{SUFFIX}"
 
 
 @dataclass
