@@ -12,8 +12,11 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
 from nas.analysis.confirmation import summarize
+from nas.analysis.trust import NoiseFloor
 from nas.errors import UserError
 from nas.io import parse_spec
+from nas.report import report_html
+from nas.report.confirmation import within_noise
 from nas.search.confirm import ConfirmRequest, confirm_name, run_confirm
 from nas.study import StudySettings, TrialRecord, study_trials
 from nas.study.locate import StudyRef
@@ -142,3 +145,38 @@ def test_cli_json_holds_the_findings(tmp_path: Path, run_nas: Any) -> None:
     settings = StudySettings.from_study(optuna.load_study(study_name="s.confirm",
                                                           storage=ref.url))
     assert settings.confirm_summary == found, "stored on the linked study"
+
+
+def test_front_neighbours_within_the_noise_are_marked() -> None:
+    noise = NoiseFloor(per_architecture={}, pooled=0.01, dof=4)  # band 1.96 * sqrt(2) * 0.01
+    assert within_noise([0.90, 0.89, 0.80, 0.70, 0.695], noise) == [True, True, False, True,
+                                                                     True]
+    assert within_noise([0.90, 0.89], None) == [False, False], "unknown noise marks nothing"
+    assert within_noise([0.9], noise) == [False]
+
+
+def test_the_report_carries_the_confirmation(tmp_path: Path) -> None:
+    ref = source_study(tmp_path, [0.5, 0.4, 0.3, 0.51])  # front: trials 0 and 3, 0.01 apart
+    source = optuna.load_study(study_name="s", storage=ref.url)
+    assert "not confirmed yet" in report_html(source)
+    runs_study(tmp_path, ref, {0: [0.70, 0.72], 1: [0.66, 0.66], 2: [0.60, 0.62],
+                               3: [0.65, 0.67]})
+    page = report_html(source)
+    assert "fig-confirm" in page and "front dropped" in page
+    assert page.count("<td>≈</td>") == 2, "0.01 apart, inside the band of 0.034 (noise 0.012)"
+
+
+def test_the_search_summary_marks_noise_once_known(tmp_path: Path, capsys: Any) -> None:
+    from nas.cli.search_cmds import print_front
+    from nas.search.run import SearchRequest
+    from nas.search.space import load_space
+
+    ref = source_study(tmp_path, [0.5, 0.4, 0.3, 0.6])
+    source = optuna.load_study(study_name="s", storage=ref.url)
+    req = SearchRequest(space=load_space("resnet"), trials=1, study="s", storage=ref.url)
+    print_front(source, req)
+    assert "nas confirm --study s" in capsys.readouterr().out
+    runs_study(tmp_path, ref, {0: [0.70, 0.72], 3: [0.65, 0.67], 1: [0.6, 0.6]})
+    print_front(source, req)
+    out = capsys.readouterr().out
+    assert "measured by nas confirm" in out and "nas confirm --study" not in out
