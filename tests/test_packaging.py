@@ -16,7 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(args: list[str], cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, timeout: float = 300,
+        **env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**environment, **env})
