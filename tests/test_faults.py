@@ -275,45 +275,6 @@ def test_three_workers_share_one_postgres_study(tmp_path: Path) -> None:
     assert len(finished) <= 6 + 2, "workers stop at the shared target"
 
 
-def test_chaos_random_kills_and_restarts(tmp_path: Path) -> None:
-    url, study, target = f"sqlite:///{tmp_path / 's.db'}", "chaos", 8
-    args = search_args(url, study, target, "--epochs", "2")
-    rng, start_time, kills = random.Random(7), time.monotonic(), 0
-    workers = [start(args, tmp_path) for _ in range(3)]
-    def all_busy() -> bool:  # every live worker is inside a trial, so a kill hits one
-        alive = sum(w.poll() is None for w in workers)
-        try:
-            running = load(url, study).get_trials(states=(TrialState.RUNNING,))
-        except KeyError:  # the study is not created yet
-            return False
-        return alive == 0 or len(running) >= alive
-
-    for _ in range(4):
-        time.sleep(rng.uniform(0.5, 3))
-        wait_for(all_busy, 120)
-        alive = [w for w in workers if w.poll() is None]
-        if not alive:
-            break
-        victim = rng.choice(alive)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        kills += 1
-        workers[workers.index(victim)] = start(args, tmp_path)
-    for w in workers:
-        w.communicate(timeout=400)
-    time.sleep(4)
-    final = subprocess.run(args, cwd=tmp_path, env=ENV, capture_output=True, text=True,
-                           timeout=400)  # a last run cleans up whatever the last kill left
-    assert final.returncode == 0, final.stdout + final.stderr
-    trials = check_study(url, study, target)
-    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-    assert counts["FAIL"] >= 1, "the kills hit running trials, which were failed"
-    retried = [t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs]
-    assert len(retried) == len(set(retried)), "each killed trial is retried at most once"
-    print(f"\nchaos: 3 workers, {kills} SIGKILLs, {len(trials)} trials {counts}, "
-          f"{time.monotonic() - start_time:.0f} s")
-
-
 def pg(action: str, *args: str) -> None:
     """Restart or pause the test server, as a database upgrade or a fail-over does."""
     subprocess.run(["bash", str(REPO / PG_CONTROL), action, *args],  # type: ignore[operator]
@@ -371,20 +332,25 @@ def test_an_outage_longer_than_the_limit_is_one_line_and_the_rerun_cleans_up(
         "the trial the outage interrupted was failed at once and retried"
 
 
-@needs_pg_control
-def test_chaos_on_postgres_kills_workers_and_restarts_the_server(tmp_path: Path) -> None:
+def test_chaos_kills_workers_and_restarts_the_server(storage_url: str, tmp_path: Path) -> None:
+    """4 workers, random SIGKILLs (each killed worker started again) and, on PostgreSQL,
+    server restarts in between; then a last run of the same command."""
+    postgres = storage_url.startswith("postgresql")
+    if postgres and PG_CONTROL is None:
+        pytest.skip("needs the PostgreSQL server scripts/test.sh starts (it is restarted)")
     study, target = f"chaos-{uuid.uuid4().hex[:8]}", 10
-    args = search_args(PG_URL, study, target, "--epochs", "2")  # type: ignore[arg-type]
+    args = search_args(storage_url, study, target, "--epochs", "2")
     env = {**ENV, "NAS_GRACE_S": "600"}  # deaths are noticed through the dead-worker path
     rng, begun, kills, restarts = random.Random(11), time.monotonic(), 0, 0
     workers = [start(args, tmp_path, env) for _ in range(4)]
     for step in range(6):
         time.sleep(rng.uniform(1, 4))
         if step % 2:
-            pg("restart")
-            restarts += 1
+            if postgres:
+                pg("restart")
+                restarts += 1
             continue
-        wait_for(lambda: busy(workers, PG_URL, study), 120)  # type: ignore[arg-type]
+        wait_for(lambda: busy(workers, storage_url, study), 120)
         alive = [w for w in workers if w.poll() is None]
         if not alive:
             break
@@ -399,7 +365,7 @@ def test_chaos_on_postgres_kills_workers_and_restarts_the_server(tmp_path: Path)
     final = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=400)  # a last run closes whatever the last kill left
     assert final.returncode == 0, final.stdout + final.stderr
-    trials = check_study(PG_URL, study, target)  # type: ignore[arg-type]
+    trials = check_study(storage_url, study, target)
     dead = [t for t in trials if t.state == TrialState.FAIL]
     assert dead and all(TrialRecord.from_trial(t).reason == "worker_died" for t in dead)
     retried = [t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs]
@@ -410,8 +376,8 @@ def test_chaos_on_postgres_kills_workers_and_restarts_the_server(tmp_path: Path)
             r = TrialRecord.from_trial(t)
             assert r.spec and r.spec_hash and r.params and r.worker, t.number
             assert r.trained is False or len(r.curve or []) == r.epochs_run, t.number
-    print(f"\nchaos on postgres: 4 workers, {kills} SIGKILLs, {restarts} server restarts, "
-          f"{len(trials)} trials, {time.monotonic() - begun:.0f} s")
+    print(f"\nchaos on {storage_url.split(':')[0]}: 4 workers, {kills} SIGKILLs, {restarts} "
+          f"server restarts, {len(trials)} trials, {time.monotonic() - begun:.0f} s")
 
 
 def busy(workers: list[subprocess.Popen], storage: str, study: str) -> bool:

@@ -112,14 +112,21 @@ def told_nothing_complete(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RDBStorage, "set_trial_state_values", down)
 
 
-def test_a_result_that_cannot_be_told_is_kept_and_written_by_the_next_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def held_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[optuna.Study, str]:
+    """A study whose first trial finished while the storage was down (for longer than the
+    retry limit): the run stops, the trial stays RUNNING, its result is kept on disk."""
     study, url = study_at(tmp_path)
     with monkeypatch.context() as patch:
         told_nothing_complete(patch)
         with pytest.raises(StorageUnavailable):
             run_trial(study, objective, (), url)
+    return study, url
+
+
+def test_a_result_that_cannot_be_told_is_kept_and_written_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study, url = held_result(tmp_path, monkeypatch)
     [held] = pending_dir(url).glob("*.json")
     assert study.trials[0].state == TrialState.RUNNING
     assert flush_pending(study, url) == [0] and not held.exists()
@@ -131,11 +138,7 @@ def test_a_result_that_cannot_be_told_is_kept_and_written_by_the_next_run(
 def test_a_held_result_of_a_trial_failed_meanwhile_is_recorded_anew(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    study, url = study_at(tmp_path)
-    with monkeypatch.context() as patch:
-        told_nothing_complete(patch)
-        with pytest.raises(StorageUnavailable):
-            run_trial(study, objective, (), url)
+    study, url = held_result(tmp_path, monkeypatch)
     first = study.trials[0]
     study._storage.set_trial_state_values(first._trial_id, TrialState.FAIL)  # as a dead worker's
     flush_pending(study, url)
