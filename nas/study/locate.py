@@ -10,6 +10,13 @@ import optuna
 from nas.errors import UserError
 from nas.study.storage import default_storage, mask_url, open_existing, study_names
 
+CONFIRM_SUFFIX = ".confirm"
+
+
+def confirm_name(study: str) -> str:
+    """The name of a study's confirmation (`nas confirm`), in the same storage."""
+    return f"{study}{CONFIRM_SUFFIX}"
+
 
 class StudyRef(NamedTuple):
     """A study name and the storage URL that holds it."""
@@ -58,4 +65,4 @@ def open_located(study: str | None, storage: str | None) -> tuple[StudyRef, optu
     return ref, load_study(ref)
 
 
-__all__ = ["StudyRef", "load_study", "locate_study", "open_located", "pick_study"]
+__all__ = ["StudyRef", "confirm_name", "load_study", "locate_study", "open_located", "pick_study"]
