@@ -310,3 +310,24 @@ def test_train_refuses_before_loading_data_or_writing(run_nas: CliRunner, tmp_pa
 )
 def test_sizes_parse_as_people_write_them(text: str, size: int | None) -> None:
     assert parse_size(text) == size
+
+
+def test_summary_and_train_check_a_weights_file_in_one_line(run_nas: CliRunner,
+                                                            tmp_path: Path) -> None:
+    import torch
+    import torchvision
+
+    with torch.device("meta"):
+        shapes = torchvision.models.resnet18().state_dict()
+    state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in shapes.items()}
+    good, short = tmp_path / "resnet18.pth", tmp_path / "short.pth"
+    torch.save(state, good)
+    torch.save(dict(list(state.items())[:-2]), short)  # no classifier
+    fits = run_nas("summary", "resnet18", "--weights", str(good), "--json")
+    assert fits.code == 0 and json.loads(fits.out)["weights"] == str(good)
+    for spec, command in [("resnet18", "summary"), ("d2l_lenet_bn", "train")]:
+        refused = run_nas(command, spec, "--weights", str(short if spec == "resnet18" else good),
+                          *(["--out", str(tmp_path / "run")] if command == "train" else []))
+        assert refused.code == 2 and len(refused.err_lines) == 1, refused.err
+        assert "in the file" in refused.err
+    assert not (tmp_path / "run" / "result.json").exists()

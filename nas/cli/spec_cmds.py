@@ -36,6 +36,9 @@ def summary(
              "--device has free].")] = None,
     optimizer: Annotated[str, typer.Option(help="sgd or adamw (its state counts).")] = "sgd",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]: whose memory.")] = "auto",
+    weights: Annotated[Path | None, typer.Option(
+        help="Check that a weights file fits the spec: a torchvision checkpoint (.pth) or a "
+             "nas model.safetensors, matched by order and shape.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Per-stage output shapes, parameters and MACs of a spec, totals and memory, all computed
@@ -59,6 +62,12 @@ def summary(
     else:
         check_training(spec, est.training, limit)
     result = summary_result(spec, arch, est, limit)
+    if weights is not None:
+        from nas.builder.weights import match_weights
+        from nas.cost import meta_build
+
+        match_weights(meta_build(arch), weights)  # names and shapes checked, nothing loaded
+        result["weights"] = str(weights)
     if as_json:
         print(json.dumps(result))
         return
@@ -104,6 +113,8 @@ def print_summary(spec: str, result: dict[str, Any], est: Any) -> None:
     limit = result["memory_limit"]
     if limit is not None:
         lines.append(f"memory limit {format_bytes(limit['bytes'])} ({limit['source']})")
+    if "weights" in result:
+        lines.append(f"weights {result['weights']}: every tensor fits, in order")
     for line in lines:  # one line each, however narrow the terminal
         console.print(line, soft_wrap=True, highlight=False)
 

@@ -9,6 +9,7 @@ What the runs say (rank agreement, seed noise, the confirmed front) is in `summa
 
 from __future__ import annotations
 
+import gc
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -266,6 +267,7 @@ def work(study: optuna.Study, req: ConfirmRequest, the_plan: Plan,
     data = load_data(b["dataset"], req.data_dir, req.device, seed=b["seed"])
     objective = ConfirmObjective(data, the_plan, req.device,
                                  checkpoint_folder(req.source.url, study.study_name))
+    gc.freeze()  # long-lived objects: the collection after each run skips them
     guard = FailureGuard(5)
     callbacks = [guard, on_run] if on_run else [guard]
     run_queue(study, objective, callbacks, catch=(TrialFailure,), url=req.source.url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -228,6 +229,7 @@ def run_search(
         torch.set_num_threads(req.threads)
     data = load_data(budget["dataset"], req.data_dir, req.device, seed=budget["seed"])
     objective = Objective(req.space, data, trial_settings(req, budget))
+    gc.freeze()  # long-lived objects (torch, the data): the collection after each trial skips them
     if on_start:
         on_start(study, budget)
     guard = FailureGuard(req.max_failures)
