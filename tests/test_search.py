@@ -113,7 +113,7 @@ def fast_folder(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_a_trial_over_max_params_is_refused_from_the_meta_build_in_well_under_0_1_s(
+def test_a_trial_over_max_params_is_refused_from_the_meta_build_without_a_forward(
     fast_folder: Path,
 ) -> None:
     space = fast_folder / "wide.yaml"  # every point has far more than 1,000 parameters
@@ -128,11 +128,7 @@ def test_a_trial_over_max_params_is_refused_from_the_meta_build_in_well_under_0_
         assert t.user_attrs["reason"].startswith("over_budget: params ")
         assert t.user_attrs["trained"] is False and t.values[1] == t.user_attrs["params"] > 1000
         assert not {"macs", "latency_ms", "training_memory_bytes"} & set(t.user_attrs)  # no forward
-    # Optuna's ask to tell, SQLite writes included. The fastest is the trial's own cost; on a
-    # shared machine the others wait for cores too (load 10 on 2 cores: 0.07-0.2 s, median
-    # 0.10). Building the real model and measuring it, as the gate did before, took 0.64-0.76 s.
-    seconds = sorted((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-    assert seconds[0] < 0.1 and seconds[len(seconds) // 2] < 0.25, f"gated trials: {seconds} s"
+    # how fast that is (against building and measuring): python benchmarks/gate.py
 
 
 def test_memory_gate_records_over_budget_untrained_and_reports_cope(tmp_path: Path) -> None:

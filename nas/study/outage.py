@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -29,6 +30,10 @@ T = TypeVar("T")
 DEFAULT_RETRY_S = 300.0
 # SQLite result codes that clear by themselves (another connection holds a lock)
 SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PROTOCOL")
+# A busy file is another connection's transaction (a second worker, the heartbeat thread): it
+# clears in milliseconds, so it is retried quickly and only reported when it lasts.
+SQLITE_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+CONTENTION_QUIET_S = 10.0
 # ... and those no waiting mends
 SQLITE_BROKEN = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CORRUPT",
                  "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_PERM")
@@ -74,6 +79,14 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+def is_contention(error: BaseException) -> bool:
+    """SQLite busy or locked: a concurrent writer, not an outage."""
+    for e in causes(error):
+        if isinstance(e, sqlite3.OperationalError):
+            return getattr(e, "sqlite_errorname", "").startswith(SQLITE_BUSY)
+    return False
+
+
 def first_line(error: BaseException) -> str:
     """The innermost error that says something, on one line."""
     chain = causes(error)
@@ -96,7 +109,7 @@ class RetryPolicy:
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)`, retried with backoff while it fails transiently."""
-        start, delay = time.monotonic(), 0.25
+        start, delay, busy_delay = time.monotonic(), 0.25, 0.005
         while True:
             try:
                 value = fn(*args, **kwargs)
@@ -108,9 +121,16 @@ class RetryPolicy:
                     raise StorageUnavailable(
                         f"{self.describe} unreachable for {waited:.0f} s (limit "
                         f"--storage-retry {self.limit_s:g} s): {first_line(e)}") from None
-                self._announce(e)
-                time.sleep(min(delay, self.limit_s - waited))
-                delay = min(delay * 2, 5.0)
+                if is_contention(e):  # jittered so that two waiting writers part
+                    if waited >= CONTENTION_QUIET_S:
+                        self._announce(e)
+                    pause = busy_delay * random.uniform(0.5, 1.5)
+                    busy_delay = min(busy_delay * 2, 0.5)
+                else:
+                    self._announce(e)
+                    pause = delay
+                    delay = min(delay * 2, 5.0)
+                time.sleep(min(pause, self.limit_s - waited))
             else:
                 self._recovered()
                 return value
