@@ -88,12 +88,16 @@ def cpu_name() -> str:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions, device and threads: what a result was measured with."""
-    import torchvision
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:  # read from the metadata: importing torchvision costs ~3 s of torch._dynamo
+        torchvision = version("torchvision")
+    except PackageNotFoundError:
+        torchvision = None
     cuda = device.type == "cuda"
     return {
         "python": platform.python_version(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "platform": platform.platform(),
+        "torchvision": torchvision, "platform": platform.platform(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

@@ -8,4 +8,7 @@ if [ -z "${NAS_TEST_POSTGRES_URL:-}" ] && url=$(bash scripts/postgres.sh start);
   export NAS_TEST_PG_CONTROL=scripts/postgres.sh  # ours: the fault tests may restart it
   trap 'bash scripts/postgres.sh stop' EXIT
 fi
-"$venv/bin/python" -m pytest -q -p no:cacheprovider "${@:2}"
+# two processes by default (NAS_TEST_WORKERS=0: one): tests use one torch thread each; the
+# fault tests share one worker, since they restart the server
+"$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NAS_TEST_WORKERS:-2}" --dist loadgroup \
+  "${@:2}"

@@ -5,6 +5,7 @@ These drive real `nas search` processes on real Fashion-MNIST and real databases
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -31,7 +32,8 @@ from nas.search.space import load_space
 from nas.study import TrialRecord
 from nas.study.storage import open_storage
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs these one after another: they restart the PostgreSQL server
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("NAS_TEST_POSTGRES_URL")
 # set by scripts/test.sh when it started the server itself: only then may a test restart it
@@ -40,10 +42,13 @@ needs_pg_control = pytest.mark.skipif(
     PG_URL is None or PG_CONTROL is None,
     reason="needs the PostgreSQL server scripts/test.sh starts (it is restarted)")
 ENV = {**os.environ, "NAS_HEARTBEAT_S": "1", "NAS_GRACE_S": "3", "PYTHONUNBUFFERED": "1"}
-BUDGET = ["--epochs", "3", "--subset", "0.03", "--batch-size", "64", "--device", "cpu",
+# a tiny space on 1% of the data: an epoch is ~0.1 s of training and ~0.3 s of validation on
+# one core, so the tests spend their time on the faults
+SPACE = str(REPO / "tests" / "spaces" / "tiny_resnext.yaml")
+BUDGET = ["--epochs", "3", "--subset", "0.01", "--batch-size", "64", "--device", "cpu",
           "--jobs", "1"]
 # trials long enough that the one seen running is still running when the test acts on it
-LONGER = ["--epochs", "8"]
+LONGER = ["--epochs", "12"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -57,7 +62,7 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 
 def search_args(storage: str, study: str, trials: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "nas", "search", "--space", "resnext", "--trials",
+    return [sys.executable, "-m", "nas", "search", "--space", SPACE, "--trials",
             str(trials), "--study", study, "--storage", storage, *BUDGET, *extra]
 
 
@@ -136,13 +141,14 @@ def test_sigkill_then_the_same_command_at_once_retries_the_killed_trial(
 ) -> None:
     study = f"kill-{uuid.uuid4().hex[:8]}"
     env = {**ENV, "NAS_GRACE_S": "600"}  # the heartbeat path would wait 10 minutes
-    worker = start(search_args(storage_url, study, 3), tmp_path, env)
+    args = search_args(storage_url, study, 3, *LONGER)
+    worker = start(args, tmp_path, env)
     wait_for(lambda: running_mid_trial(storage_url, study))
     victim = load(storage_url, study).get_trials(states=(TrialState.RUNNING,))[0]
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     assert load(storage_url, study).trials[victim.number].state == TrialState.RUNNING
-    rerun = subprocess.run(search_args(storage_url, study, 3), cwd=tmp_path, env=env,
+    rerun = subprocess.run(args, cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     trials = check_study(storage_url, study, 3)
@@ -202,7 +208,7 @@ def test_workers_die_with_their_parent(tmp_path: Path) -> None:
 
 
 def tiny_request(tmp_path: Path, **kw: object) -> SearchRequest:
-    return SearchRequest(space=load_space("resnext"), trials=2, study="s",
+    return SearchRequest(space=load_space(SPACE), trials=2, study="s",
                          storage=f"sqlite:///{tmp_path / 's.db'}", epochs=1, subset=0.02,
                          batch_size=64, device="cpu", **kw)  # type: ignore[arg-type]
 
@@ -339,14 +345,15 @@ def test_chaos_kills_workers_and_restarts_the_server(storage_url: str, tmp_path:
     if postgres and PG_CONTROL is None:
         pytest.skip("needs the PostgreSQL server scripts/test.sh starts (it is restarted)")
     study, target = f"chaos-{uuid.uuid4().hex[:8]}", 10
-    args = search_args(storage_url, study, target, "--epochs", "2")
+    args = search_args(storage_url, study, target, "--epochs", "6")
     env = {**ENV, "NAS_GRACE_S": "600"}  # deaths are noticed through the dead-worker path
     rng, begun, kills, restarts = random.Random(11), time.monotonic(), 0, 0
     workers = [start(args, tmp_path, env) for _ in range(4)]
     for step in range(6):
         time.sleep(rng.uniform(1, 4))
         if step % 2:
-            if postgres:
+            if postgres:  # once every worker has opened the study (a new one would fail fast)
+                wait_for(lambda: busy(workers, storage_url, study), 120)
                 pg("restart")
                 restarts += 1
             continue
@@ -418,14 +425,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(disk: Path) -> None:
-    """Writes a file until the disk is full."""
-    with (disk / "filler").open("wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    """Writes a file until the disk is full (the close, flushing the rest, may fail too)."""
+    with contextlib.suppress(OSError), (disk / "filler").open("wb") as f:
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
 
 
 def test_sqlite_on_a_full_disk_stops_with_one_line(small_disk: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from nas.study.outage import (
     StorageBroken,
     StorageUnavailable,
     is_transient,
+    server_restarting,
 )
 from nas.study.pending import flush_pending, pending_dir
 from nas.study.record import WorkerId
@@ -52,6 +53,16 @@ def test_lost_connections_are_transient_and_data_errors_are_not() -> None:
     assert not is_transient(wrapped(sqlite_error("SQLITE_FULL")))
     assert not is_transient(wrapped(psycopg.errors.UniqueViolation("duplicate")))
     assert not is_transient(ValueError("no"))
+
+
+def test_a_restarting_server_is_told_from_a_wrong_address() -> None:
+    """A worker that starts while PostgreSQL restarts waits for it; a wrong address does not."""
+    assert server_restarting(wrapped(psycopg.errors.AdminShutdown(
+        "terminating connection due to administrator command")))
+    assert server_restarting(wrapped(psycopg.OperationalError(
+        'connection failed: FATAL:  the database system is starting up')))
+    assert not server_restarting(wrapped(psycopg.OperationalError(
+        "connection failed: Connection refused")))
 
 
 class Flaky:

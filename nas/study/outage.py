@@ -79,6 +79,20 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+def server_restarting(error: BaseException) -> bool:
+    """PostgreSQL answered but is shutting down or starting up: the server exists, so even
+    the first connection waits for it (a wrong address still fails at once)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    restarting = (psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow)
+    if any(isinstance(e, restarting) for e in causes(error)):
+        return True
+    text = first_line(error)
+    return "the database system is" in text or "terminating connection due to admin" in text
+
+
 def is_contention(error: BaseException) -> bool:
     """SQLite busy or locked: a concurrent writer, not an outage."""
     for e in causes(error):

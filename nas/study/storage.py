@@ -14,7 +14,12 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import UserError
-from nas.study.outage import ResilientRDBStorage, RetryPolicy, StorageUnavailable
+from nas.study.outage import (
+    ResilientRDBStorage,
+    RetryPolicy,
+    StorageUnavailable,
+    server_restarting,
+)
 from nas.study.record import sampled_attrs
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -122,7 +127,12 @@ def open_storage(url: str, heartbeat: bool = True, max_retry: int = 1,
     policy.describe = f"storage {mask_url(url)}"
     opening = policy if wait_to_open else RetryPolicy(limit_s=0, describe=policy.describe)
     try:
-        storage = ResilientRDBStorage(url, opening, sqlite_file=path, **kwargs)
+        try:
+            storage = ResilientRDBStorage(url, opening, sqlite_file=path, **kwargs)
+        except Exception as e:
+            if opening is policy or policy.limit_s <= 0 or not server_restarting(e):
+                raise
+            storage = ResilientRDBStorage(url, policy, sqlite_file=path, **kwargs)
     except StorageUnavailable:
         raise
     except Exception as e:  # sqlalchemy raises many kinds; the user needs one line
