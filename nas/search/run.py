@@ -42,6 +42,7 @@ class SearchRequest:
     batch_size: int | None = None
     lr: float | None = None
     seed: int | None = None
+    sampler_seed: int | None = None  # None: the training seed (`seed`)
     max_params: int | None = None
     max_macs: int | None = None
     device: str = "cpu"
@@ -156,10 +157,11 @@ def open_search_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]
     budget = settle(req, recorded)
     # a resumed study or another worker must not replay the same sampler stream
     offset = (len(existing.get_trials(deepcopy=False)) if existing else 0) + 7919 * req.worker_index
+    sampler_seed = budget["seed"] if req.sampler_seed is None else req.sampler_seed
     study = optuna.create_study(
         study_name=req.study_name, storage=storage, load_if_exists=True,
         directions=directions(req.objectives),
-        sampler=make_sampler(req.sampler, budget["seed"] + offset),
+        sampler=make_sampler(req.sampler, sampler_seed + offset),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
     )
     if existing is None:
