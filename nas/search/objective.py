@@ -19,7 +19,7 @@ from nas.data import DataSplits
 from nas.errors import SpecError, Terminated, UserError
 from nas.hashing import content_hash
 from nas.search.pruning import CostAwareHalving, Peer
-from nas.search.space import SearchSpace
+from nas.search.space import SAMPLING, SearchSpace
 from nas.study import COSTS, OBJECTIVE_FIELDS, StudyTrial, TrialRecord, study_trials, write_trial
 from nas.train import Budget, EpochStats, FitResult, TrainConfig, fit, latency_ms, seeded_build
 
@@ -45,6 +45,7 @@ class TrialSettings:
     early_stop: bool = True
     halving: CostAwareHalving = field(default_factory=CostAwareHalving)
     checkpoint_dir: Path | None = None
+    sampling: int = SAMPLING  # the study's sampling scheme: how the space asks the trial
 
     @property
     def multi(self) -> bool:
@@ -71,7 +72,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         try:
-            spec = self.space.suggest(trial, self.data_fields)
+            spec = self.space.suggest(trial, self.data_fields, self.settings.sampling)
         except SpecError as e:
             fail(trial, "invalid_spec", str(e))
         write_trial(trial, spec=spec.model_dump(mode="json"), spec_hash=spec.content_hash(),

@@ -16,7 +16,7 @@ from nas import __version__
 from nas.errors import UserError
 from nas.search.objective import Objective, TrialFailure, TrialSettings
 from nas.search.samplers import check_sampler, make_sampler
-from nas.search.space import SearchSpace
+from nas.search.space import SAMPLING, SearchSpace
 from nas.search.trials import run_trials
 from nas.study import COSTS, StudySettings, TrialRecord, directions, study_trials
 from nas.study.storage import default_storage, mask_url, open_storage, sqlite_path
@@ -168,7 +168,8 @@ def open_search_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]
         study.set_metric_names(list(req.objectives))
         StudySettings(
             space=req.space.name, space_hash=req.space.content_hash(),
-            space_definition=req.space.model_dump(mode="json"), objectives=list(req.objectives),
+            space_definition=req.space.model_dump(mode="json"), sampling=SAMPLING,
+            objectives=list(req.objectives),
             nas_version=__version__, train_config=asdict(trial_settings(req, budget).config),
             **budget,
         ).write(study)
@@ -209,7 +210,8 @@ def run_search(
     if not req.device.startswith("cuda"):
         torch.set_num_threads(req.threads)
     data = load_data(budget["dataset"], req.data_dir, req.device, seed=budget["seed"])
-    objective = Objective(req.space, data, trial_settings(req, budget))
+    sampling = StudySettings.from_study(study).sampling_scheme  # old studies keep theirs
+    objective = Objective(req.space, data, replace(trial_settings(req, budget), sampling=sampling))
     if on_start:
         on_start(study, budget)
     guard = FailureGuard(req.max_failures)
