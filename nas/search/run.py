@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from nas import __version__
 from nas.errors import UserError
+from nas.search.fresh import architecture_key
 from nas.search.objective import Objective, TrialFailure, TrialSettings
 from nas.search.samplers import check_sampler, make_sampler
 from nas.search.space import SAMPLING, SearchSpace
@@ -158,10 +159,12 @@ def open_search_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]
     # a resumed study or another worker must not replay the same sampler stream
     offset = (len(existing.get_trials(deepcopy=False)) if existing else 0) + 7919 * req.worker_index
     sampler_seed = budget["seed"] if req.sampler_seed is None else req.sampler_seed
+    sampling = recorded.sampling_scheme if existing is not None else SAMPLING
     study = optuna.create_study(
         study_name=req.study_name, storage=storage, load_if_exists=True,
         directions=directions(req.objectives),
-        sampler=make_sampler(req.sampler, sampler_seed + offset),
+        sampler=make_sampler(req.sampler, sampler_seed + offset,
+                             architecture_key(req.space, sampling)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
     )
     if existing is None:
