@@ -10,7 +10,9 @@ sampler first reaches the random sampler's final mean hypervolume.
     python benchmarks/samplers.py --trials 20 --seeds 3 --samplers tpe,random --epochs 1
 
 A sampler is a registry name (nas.search.samplers), or NAME@vN for a study created with the
-space's sampling scheme N (an older nas's parameters; resumed studies keep theirs).
+space's sampling scheme N (an older nas's parameters; resumed studies keep theirs). The default
+list adds `tpe-old@v1`: the default sampler as it was before issue 11 (scheme 1, re-proposals
+not asked again), registered here only.
 
 Result cache, benchmark only: training an architecture with a given budget and seed is
 deterministic on CPU with fixed threads, so the studies share a cache of fit results keyed on
@@ -40,16 +42,27 @@ from typing import Any
 from nas.device import auto_jobs
 from nas.errors import Terminated, UserError
 from nas.search.run import SearchRequest, open_search_study, run_search
-from nas.search.samplers import SAMPLERS, check_sampler
+from nas.search.samplers import SAMPLERS, check_sampler, register
 from nas.search.space import load_space
 from nas.search.workers import die_with_parent, raise_terminated
 from nas.study import FINISHED, StudySettings, StudyTrial, hypervolume, study_trials
 from nas.train import EpochStats, FitResult, search_budget
 
 # (validation error, log10 params): every trained network lies below it (an error of 1 is
-# worse than chance), and 10M parameters is far above the shipped spaces' largest networks.
+# worse than chance), and 10M parameters is far above the resnext space's largest network, so
+# the best accuracy found weighs as much as the front's reach towards small networks.
 REFERENCE = (1.0, 7.0)
+OLD_DEFAULT = "tpe-old@v1"
 CURRENT: dict[str, str] = {}  # cache key of the trial this worker is running
+
+
+@register("tpe-old", fresh=False)  # at import, so in every worker process too
+def _tpe_old(seed: int) -> Any:
+    """The default sampler before issue 11; run it as tpe-old@v1."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                      n_startup_trials=10)
 
 
 # --- the result cache (benchmark only) ---------------------------------------------------------
@@ -196,7 +209,7 @@ def run_study(job: Job, args: argparse.Namespace, workdir: Path) -> dict[str, An
         p.join()
     if any(p.exitcode for p in procs):
         raise SystemExit(f"{job.study}: workers exited with {[p.exitcode for p in procs]}")
-    figures = study_figures(study_trials(study), args.trials)
+    figures = study_figures(study_trials(study), args.trials, args.reference)
     figures.update(sampler=job.sampler, seed=job.seed, wall_s=time.perf_counter() - start)
     print(f"[{time.strftime('%H:%M:%S')}] {job.study}: hypervolume {figures['hv'][-1]:.4f}, "
           f"best {figures['best']:.4f}, {figures['evaluated']} architectures trained, "
@@ -215,14 +228,16 @@ def point(t: StudyTrial) -> tuple[float, float]:
     return (1.0 - (t.record.val_accuracy or 0.0), math.log10(t.record.params or 1))
 
 
-def study_figures(trials: list[StudyTrial], target: int) -> dict[str, Any]:
+def study_figures(trials: list[StudyTrial], target: int, reference: tuple[float, float],
+                  ) -> dict[str, Any]:
     """Hypervolume after each of the first `target` counted trials, and the study's totals."""
     done = counted(trials)[:target]
-    hv = [hypervolume([point(t) for t in done[:n] if t.scored], REFERENCE)
+    hv = [hypervolume([point(t) for t in done[:n] if t.scored], reference)
           for n in range(1, len(done) + 1)]
     trained = [t for t in trials if t.trained]
     return {
         "hv": hv,
+        "points": [[i + 1, *point(t)] for i, t in enumerate(done) if t.scored],  # n, error, log p
         "best": max((t.record.val_accuracy or 0.0 for t in done if t.scored), default=0.0),
         "evaluated": sum(t.evaluated for t in done),
         "reused": sum(t.reused for t in trials),
@@ -261,10 +276,11 @@ def checkpoints(target: int) -> list[int]:
     return sorted({*range(10, target + 1, 10), target})
 
 
-def print_table(summary: dict[str, dict[str, Any]], target: int) -> None:
+def print_table(summary: dict[str, dict[str, Any]], target: int,
+                reference: tuple[float, float]) -> None:
     marks = checkpoints(target)
     print("\nhypervolume of the (error, log10 params) front after n trials, mean ± sd over "
-          f"seeds; reference point (error, log10 params) = {REFERENCE}")
+          f"seeds; reference point (error, log10 params) = {reference}")
     head = "".join(f"{f'n={n}':>15}" for n in marks)
     print(f"{'sampler':<12}{head}{'reaches random':>16}{'best acc':>16}"
           f"{'trained':>9}{'reused':>8}{'stopped':>9}")
@@ -279,7 +295,8 @@ def print_table(summary: dict[str, dict[str, Any]], target: int) -> None:
           "reused: trials that re-proposed one, stopped: trials stopped early")
 
 
-def write_html(summary: dict[str, dict[str, Any]], path: Path) -> None:
+def write_html(summary: dict[str, dict[str, Any]], path: Path,
+               reference: tuple[float, float]) -> None:
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -291,12 +308,25 @@ def write_html(summary: dict[str, dict[str, Any]], path: Path) -> None:
                         line={"width": 0}, showlegend=False, hoverinfo="skip", name=name)
         fig.add_scatter(x=x, y=f["mean"], mode="lines", name=f"{name} ({f['seeds']} seeds)")
     fig.update_layout(title=f"Hypervolume of the (error, log10 params) front, reference "
-                      f"{REFERENCE}: mean ± sd over seeds", xaxis_title="trials",
+                      f"{reference}: mean ± sd over seeds", xaxis_title="trials",
                       yaxis_title="hypervolume")
     fig.write_html(path, include_plotlyjs=True)
 
 
 # --- main --------------------------------------------------------------------------------------
+
+def default_samplers() -> list[str]:
+    """Every registered sampler, random first (TPE, GP and NSGA-II start with the random
+    sampler's stream of the same seed: with the cache those trials are trained once), and the
+    old default."""
+    others = [s for s in SAMPLERS if s not in ("random", OLD_DEFAULT.split("@")[0])]
+    return ["random", *others, OLD_DEFAULT]
+
+
+def reference_point(text: str) -> tuple[float, float]:
+    error, log_params = (float(x) for x in text.split(","))
+    return error, log_params
+
 
 def parse_args() -> argparse.Namespace:
     cpu = search_budget("cpu")
@@ -304,12 +334,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--space", default="resnext")
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--seeds", type=int, default=3, help="sampler seeds 0 .. N-1")
-    p.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated")
+    p.add_argument("--samplers", default=",".join(default_samplers()), help="comma-separated")
     p.add_argument("--jobs", type=int, default=auto_jobs("cpu"), help="workers per study")
     p.add_argument("--parallel", type=int, default=2, help="studies run at the same time")
     p.add_argument("--epochs", type=int, default=cpu["epochs"])
     p.add_argument("--subset", type=float, default=cpu["subset"])
     p.add_argument("--batch-size", type=int, default=cpu["batch_size"])
+    p.add_argument("--reference", type=reference_point, default=REFERENCE,
+                   help=f"hypervolume reference point ERROR,LOG10_PARAMS (default "
+                        f"{','.join(map(str, REFERENCE))})")
     p.add_argument("--out", type=Path, default=Path("samplers.json"),
                    help="figures as JSON; the plot beside it as .html")
     p.add_argument("--workdir", type=Path, default=None,
@@ -325,7 +358,9 @@ def main() -> None:
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     for s in samplers:
         check_sampler(s.split("@")[0])
-    jobs = [Job(s, seed) for seed in range(args.seeds) for s in samplers]
+    # sampler by sampler: studies that run at the same time have different seeds, so the start-up
+    # trials that TPE's seed shares with the random sampler's are trained once (the cache)
+    jobs = [Job(s, seed) for s in samplers for seed in range(args.seeds)]
     loads, start = [], time.perf_counter()
     hits_before = 0 if args.no_cache or args.cache is None else ResultCache(args.cache).hits()
     print(f"{len(jobs)} studies ({', '.join(samplers)} x {args.seeds} seeds) of {args.trials} "
@@ -345,16 +380,16 @@ def main() -> None:
         hits = 0 if cache is None else cache.hits() - hits_before
     wall = time.perf_counter() - start
     summary = summarise(studies, samplers, args.trials)
-    print_table(summary, args.trials)
+    print_table(summary, args.trials, args.reference)
     load = statistics.fmean(loads) if loads else os.getloadavg()[0]
     print(f"wall time {wall / 60:.1f} min on {os.cpu_count()} cores, mean load average "
           f"{load:.1f}; the benchmark's result cache saved {hits} trainings (benchmark only: "
           "cached results are replayed through early stopping, so trials end as without it)")
     args.out.write_text(json.dumps({
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "reference": REFERENCE, "wall_s": wall, "mean_load": load, "cache_hits": hits,
+        "reference": args.reference, "wall_s": wall, "mean_load": load, "cache_hits": hits,
         "samplers": summary, "studies": studies}, indent=1))
-    write_html(summary, args.out.with_suffix(".html"))
+    write_html(summary, args.out.with_suffix(".html"), args.reference)
     print(f"figures: {args.out}, plot: {args.out.with_suffix('.html')}")
 
 
