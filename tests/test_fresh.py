@@ -11,7 +11,7 @@ from optuna.samplers import BaseSampler
 
 from nas.search.fresh import FreshSampler, architecture_key
 from nas.search.samplers import make_sampler
-from nas.search.space import SAMPLING, load_space
+from nas.search.space import SAMPLING, SearchSpace, load_space
 
 SPACE = load_space("resnext")
 DATA = {"in_channels": 1, "num_classes": 10, "input_size": 28}
@@ -109,3 +109,18 @@ def test_the_registry_says_which_samplers_a_search_asks_again() -> None:
     assert isinstance(make_sampler("gp", 0, KEY), FreshSampler)
     assert type(make_sampler("random", 0, KEY)) is optuna.samplers.RandomSampler, "the baseline"
     assert type(make_sampler("tpe", 0)) is optuna.samplers.TPESampler, "no key, no wrapper"
+
+
+def test_an_exhausted_space_gives_back_the_first_proposal() -> None:
+    tiny = SearchSpace.model_validate({  # two points
+        "name": "tiny", "family": "resnet", "fixed": {"depths": [1], "widths": [8]},
+        "dimensions": {"stem_width": {"choices": [8, 16]}, "stem": {"choices": ["simple"]}}})
+    key = architecture_key(tiny, SAMPLING)
+    study = optuna.create_study(sampler=FreshSampler(Scripted([{"stem_width": 1}]), key, seed=0))
+    for width in (0, 1):
+        study.enqueue_trial({"stem_width": width, "stem": 0})
+        trial = study.ask()
+        tiny.sample(trial)
+        study.tell(trial, 0.5)
+    trial = study.ask()
+    assert tiny.sample(trial)["stem_width"] == 16, "seen, but nothing else is left"
