@@ -167,6 +167,7 @@ def open_search_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]
         StudySettings(
             space=req.space.name, space_hash=req.space.content_hash(),
             space_definition=req.space.model_dump(mode="json"), objectives=list(req.objectives),
+            sampler=req.sampler,
             nas_version=__version__, train_config=asdict(trial_settings(req, budget).config),
             **budget,
         ).write(study)

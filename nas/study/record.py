@@ -96,6 +96,7 @@ class StudySettings(BaseModel):
     space: str | None = None
     space_hash: str | None = None
     space_definition: dict[str, Any] | None = None
+    sampler: str | None = None  # its registered name; None in studies made before it was kept
     objectives: list[str] | None = None
     nas_version: str | None = None
     train_config: dict[str, Any] | None = None
