@@ -97,6 +97,10 @@ STUDIES = {  # name: (trials, recorded sampler)
     "empty": (lambda: [optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=record(
         anynet_spec(random.Random(0), True), None, reason="oom"))], "random"),
     "regnets": (lambda: regnet_trials(5, seed=0), "random"),
+    "pruned": (lambda: planted_trials(16, seed=6) + [optuna.trial.create_trial(
+        state=TrialState.PRUNED, user_attrs=record(anynet_spec(random.Random(i), False), 0.5,
+                                                   reason="early_stopped")) for i in range(2)],
+               "random"),
 }
 
 
@@ -151,8 +155,8 @@ def test_analyze_json_is_one_object_with_the_table(run_nas: Any, url: str) -> No
     result = analyze(run_nas, url, "planted", "--json", "--cost", "macs")
     assert result.code == 0, result.err
     data = json.loads(result.out)
-    assert set(data) == {"study", "sampler", "warning", "cost", "statistic", "confidence",
-                         "n_boot", "seed", "n_models", "rules"}
+    assert set(data) == {"study", "sampler", "warning", "stopped_early", "cost", "statistic",
+                         "confidence", "n_boot", "seed", "n_models", "rules"}
     assert (data["study"], data["sampler"], data["cost"], data["n_models"]) == (
         "planted", "random", "macs", 64)
     first = data["rules"][0]
@@ -210,6 +214,15 @@ def test_analyze_warns_when_an_older_study_does_not_record_its_sampler(
     assert result.code == 0
     assert len(result.err_lines) == 1 and "does not record its sampler" in result.err
     assert "sampler unknown" in result.out
+
+
+def test_analyze_warns_that_early_stopping_left_models_out(run_nas: Any, url: str) -> None:
+    result = analyze(run_nas, url, "pruned")
+    assert result.code == 0
+    assert result.err_lines == ["nas: warning: 2 trials of study pruned were stopped early and "
+                                "are left out, so the EDFs describe the models that survived; "
+                                "search with --no-early-stop for a whole random population"]
+    assert result.out.startswith("study pruned: 16 models")
 
 
 # ---- per-stage lists for every residual family ----------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 from nas.analysis.compare import RuleEffects, rule_effects
 from nas.analysis.models import SamplerCheck, enough_models, sampler_check, stage_lists
@@ -54,6 +55,15 @@ class StudyAnalysis(NamedTuple):
     sampler: SamplerCheck
     models: pd.DataFrame
     effects: RuleEffects
+    stopped: int  # trials stopped early: left out, so the EDFs describe the survivors
+
+    def stopped_warning(self) -> str | None:
+        """One line when early stopping left models out of the comparison."""
+        if not self.stopped:
+            return None
+        return (f"{self.stopped} trials of study {self.study} were stopped early and are left "
+                f"out, so the EDFs describe the models that survived; search with "
+                f"--no-early-stop for a whole random population")
 
 
 def check_cost(cost: str) -> str:
@@ -73,10 +83,12 @@ def analyse_study(study: optuna.Study, cost: str = "params", rules: Sequence[Rul
     """
     name, cost = study.study_name, check_cost(cost)
     check = sampler_check(StudySettings.from_study(study), name)
-    models = study_models(study_trials(study) if trials is None else trials)
+    trials = study_trials(study) if trials is None else trials
+    models = study_models(trials)
     enough_models(len(models), name)
     effects = rule_effects(models, builtin_rules() + list(rules), cost, **options)
-    return StudyAnalysis(name, check, models, effects)
+    stopped = sum(t.state == TrialState.PRUNED for t in trials)
+    return StudyAnalysis(name, check, models, effects, stopped)
 
 
 def pick_trials(study: optuna.Study, numbers: Sequence[int], top: int | None,

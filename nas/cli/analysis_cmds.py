@@ -50,6 +50,7 @@ def run_analysis(study: str | None, storage: str | None, cost: str, rules: list[
     _, loaded = open_located(study, storage)
     analysis = analyse_study(loaded, cost, rules)
     warn(analysis.sampler.require(allow_nonrandom))
+    warn(analysis.stopped_warning())
     return loaded, analysis
 
 
@@ -65,7 +66,8 @@ def effects_json(analysis: StudyAnalysis) -> dict[str, Any]:
     for row in effects.table.to_dict(orient="records"):
         rows.append({k: number(v) if isinstance(v, float) else v for k, v in row.items()})
     return {"study": analysis.study, "sampler": analysis.sampler.sampler,
-            "warning": analysis.sampler.message, "cost": effects.cost,
+            "warning": analysis.sampler.message, "stopped_early": analysis.stopped,
+            "cost": effects.cost,
             "statistic": effects.statistic, "confidence": effects.confidence,
             "n_boot": effects.n_boot, "seed": effects.seed, "n_models": effects.n_models,
             "rules": rows}

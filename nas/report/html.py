@@ -131,7 +131,8 @@ def rules_section(study: optuna.Study, trials: list[StudyTrial]) -> list[str]:
              f"{effects.confidence:.0%} bootstrap interval ({effects.n_boot} resamples). "
              f"`nas analyze` prints this table; `nas refine` writes the space with the rules "
              f"that help. See docs/analysis.md.")
-    return [note(intro), *([note(f"Warning: {check.message}.")] if check.message else []),
+    warnings = [note(f"Warning: {w}.") for w in (check.message, analysis.stopped_warning()) if w]
+    return [note(intro), *warnings,
             effects_table(effects.table),
             figure_block(rule_effect_figure(effects), "rule-effects"),
             figure_block(rule_edf_figure(effects), "rule-edfs")]
