@@ -189,6 +189,8 @@ def test_analyze_refuses_a_rule_over_an_unknown_field(run_nas: Any, url: str,
     rules.write_text("- name: typo\n  all: [{field: widthz, index: 0, ge: 64}]\n")
     one_line_refusal(analyze(run_nas, url, "planted", "--rules", str(rules)), "rule typo",
                      "'widthz'")
+    one_line_refusal(analyze(run_nas, url, "planted", "--cost", "latency"),
+                     "--cost latency: one of params, macs")
 
 
 def test_analyze_refuses_a_study_without_trained_trials(run_nas: Any, url: str) -> None:
