@@ -129,7 +129,7 @@ def rules_section(study: optuna.Study, trials: list[StudyTrial]) -> list[str]:
              f"the models that keep it and those that break it, reweighted to the same "
              f"{cost} distribution; effect = mean error of violators - of satisfiers, with a "
              f"{effects.confidence:.0%} bootstrap interval ({effects.n_boot} resamples). "
-             f"`nas analyze` prints this table; `nas refine` writes the space with the rules "
+             f"nas analyze prints this table; nas refine writes the space with the rules "
              f"that help. See docs/analysis.md.")
     warnings = [note(f"Warning: {w}.") for w in (check.message, analysis.stopped_warning()) if w]
     return [note(intro), *warnings,
