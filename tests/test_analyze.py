@@ -385,3 +385,13 @@ def test_report_and_analysis_import_no_torch() -> None:
     code = ("import sys, nas.report, nas.analysis.study, nas.analysis.refine, "
             "nas.analysis.regnet_fit; sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_new_search_study_records_its_sampler(tmp_path: Path) -> None:
+    from nas.search.run import SearchRequest, open_search_study
+
+    for sampler in ("random", "tpe"):
+        req = SearchRequest(space=load_space("anynet"), trials=1, study=sampler,
+                            storage=f"sqlite:///{tmp_path / 's.db'}", sampler=sampler)
+        study, _ = open_search_study(req)
+        assert StudySettings.from_study(study).sampler == sampler
