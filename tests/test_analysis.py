@@ -8,7 +8,6 @@ effect plus a known cost effect plus noise.
 from __future__ import annotations
 
 import ast
-import time
 from pathlib import Path
 from typing import Any
 
@@ -482,14 +481,11 @@ def test_models_without_error_or_cost_are_left_out_and_a_missing_cost_is_refused
         rule_effects(models, cost_column="latency_ms")
 
 
-def test_rule_effects_are_deterministic_and_fast() -> None:
+def test_rule_effects_are_deterministic() -> None:
     models = anynet_study(200, seed=6)
     rules = builtin_rules() + parse_rules([TAG])
-    start = time.perf_counter()
     first = rule_effects(models, rules)  # the default n_boot
-    elapsed = time.perf_counter() - start
     pd.testing.assert_frame_equal(first.table, rule_effects(models, rules).table)
-    assert elapsed < 5.0
 
 
 def test_quantile_statistic_runs_through_rule_effects() -> None:

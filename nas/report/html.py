@@ -14,8 +14,10 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from nas.analysis.figures import rule_edf_figure, rule_effect_figure
+from nas.analysis.confirmation import ConfirmSummary
 from nas.errors import UserError
 from nas.report import figures
+from nas.report.confirmation import confirmation_frame, linked_summary, within_noise
 from nas.report.frames import (
     Comparison,
     edf_frame,
@@ -86,8 +88,9 @@ def summary_block(study: optuna.Study, trials: list[StudyTrial]) -> str:
     return table(pd.DataFrame(rows, columns=["setting", "value"]))
 
 
-def front_table(frame: pd.DataFrame) -> str:
-    """The study's own Pareto front (over all its objectives) as a table."""
+def front_table(frame: pd.DataFrame, summary: ConfirmSummary | None = None) -> str:
+    """The study's own Pareto front (over all its objectives) as a table; once a confirmation
+    measured the seed noise, neighbours it cannot tell apart are marked."""
     front = frame[frame["on_front"]].sort_values("val_accuracy", ascending=False)
     if front.empty:
         return '<p class="note">no trained feasible trial yet: no front</p>'
@@ -95,7 +98,42 @@ def front_table(frame: pd.DataFrame) -> str:
     shown = front[cols].rename(columns={"number": "trial", "val_accuracy": "val acc",
                                         "latency_ms": "latency ms", "spec_hash": "hash"})
     shown = shown.astype({"params": "Int64", "macs": "Int64"}).astype(object)
-    return table(shown.where(shown.notna(), ""))
+    note = ""
+    if summary is not None and summary.noise is not None:
+        close = within_noise(front["val_accuracy"].tolist(), summary.noise)
+        shown["≈ neighbour"] = ["≈" if c else "" for c in close]
+        note = (f'<p class="note">≈: within the seed noise of a neighbour on the front (noise '
+                f"{summary.noise_std:.4f} from {html.escape(summary.confirm_study)}): the "
+                f"search cannot order these two.</p>")
+    return table(shown.where(shown.notna(), "")) + note
+
+
+def confirmation_block(summary: ConfirmSummary | None) -> list[str]:
+    """The confirmation section: findings, search against confirmed accuracy, the table."""
+    if summary is None:
+        return ["<h2>Confirmation</h2>", '<p class="note">not confirmed yet: `nas confirm '
+                "--study ...` retrains the front and a control group at a larger budget with "
+                "several seeds, and tells how far this ranking can be trusted.</p>"]
+    frame = confirmation_frame(summary)
+    findings = [("runs", f"{summary.runs_done} of {summary.runs_total}"),
+                ("budget", ", ".join(f"{k} {v}" for k, v in summary.budget.items()))]
+    for c in (summary.spearman, summary.kendall):
+        if c is not None:
+            findings.append((c.statistic, f"{c.value:+.3f} [{c.low:+.3f}, {c.high:+.3f}] "
+                                          f"(n={c.n})"))
+    if summary.noise_std is not None:
+        findings.append(("seed noise", f"{summary.noise_std:.4f} ({summary.noise_dof} dof)"))
+    findings += [("front kept", ", ".join(map(str, summary.front_kept)) or "-"),
+                 ("front dropped", ", ".join(map(str, summary.front_dropped)) or "-")]
+    if summary.best is not None:
+        findings.append(("confirmed best", f"trial {summary.best.trial}: "
+                                           f"{summary.best.mean:.4f}"))
+    blocks = ["<h2>Confirmation</h2>",
+              table(pd.DataFrame(findings, columns=["finding", "value"]))]
+    if frame["confirmed_accuracy"].notna().any():
+        blocks.append(figure_block(figures.confirm_figure(frame, summary.noise_std), "confirm"))
+    blocks.append(table(frame.astype(object).where(frame.notna(), "")))
+    return blocks
 
 
 def note(text: str) -> str:
@@ -146,6 +184,7 @@ def report_html(study: optuna.Study) -> str:
     done = evaluated(frame)
     imp = (f'<p class="note">{html.escape(importances.note)}</p>' if importances.note
            else figure_block(figures.importance_figure(importances), "importance"))
+    confirmation = linked_summary(study)
     return page(f"nas study {study.study_name}", [
         summary_block(study, trials),
         "<h2>Pareto front</h2>",
@@ -153,7 +192,8 @@ def report_html(study: optuna.Study) -> str:
         "and that cost. Hover a point for its spec. The table lists the study's front over "
         "all its objectives.</p>",
         figure_block(figures.pareto_figure(frame, study_costs(study)), "pareto"),
-        front_table(frame),
+        front_table(frame, confirmation),
+        *confirmation_block(confirmation),
         "<h2>Optimisation history</h2>",
         figure_block(figures.history_figure(history_frame(frame)), "history"),
         "<h2>Parameter importances</h2>", imp,

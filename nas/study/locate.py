@@ -11,6 +11,13 @@ from optuna.storages import RDBStorage
 from nas.errors import UserError
 from nas.study.storage import default_storage, mask_url, open_existing, study_names
 
+CONFIRM_SUFFIX = ".confirm"
+
+
+def confirm_name(study: str) -> str:
+    """The name of a study's confirmation (`nas confirm`), in the same storage."""
+    return f"{study}{CONFIRM_SUFFIX}"
+
 
 class StudyRef(NamedTuple):
     """A study name and the storage URL that holds it."""
@@ -65,4 +72,4 @@ def open_located(study: str | None, storage: str | None) -> tuple[StudyRef, optu
     return ref, optuna.load_study(study_name=ref.name, storage=opened)
 
 
-__all__ = ["StudyRef", "load_study", "locate_study", "open_located", "pick_study"]
+__all__ = ["StudyRef", "confirm_name", "load_study", "locate_study", "open_located", "pick_study"]
