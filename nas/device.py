@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +102,62 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class MemoryLimit:
+    """Bytes a run may use, and where the figure comes from (for the refusal message)."""
+
+    bytes: int
+    source: str  # --max-memory, available memory, cgroup limit, free memory on cuda:N
+
+
+# cgroup v2, then v1: (limit, usage) files; a limit of 2**62 or more (or "max") means none
+CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                 "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def memory_limit(device: str | torch.device, max_memory: int | None = None,
+                 ) -> MemoryLimit | None:
+    """`max_memory` when given; else what `device` has free now: CUDA's free memory, or on the
+    CPU MemAvailable of /proc/meminfo, or the cgroup's room when lower. None if unknown."""
+    if max_memory is not None:
+        return MemoryLimit(max_memory, "--max-memory")
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return MemoryLimit(free, f"free memory on {device}")
+    host = host_available()
+    room = cgroup_room()
+    if room is not None and (host is None or room < host):
+        return MemoryLimit(room, "cgroup limit")
+    return None if host is None else MemoryLimit(host, "available memory")
+
+
+def host_available() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), in bytes."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def cgroup_room() -> int | None:
+    """This process's cgroup memory limit less its usage, when it has a limit."""
+    for limit_file, usage_file in CGROUP_FILES:
+        with contextlib.suppress(OSError, ValueError):
+            limit = Path(limit_file).read_text().strip()
+            if limit == "max" or int(limit) >= 2**62:
+                return None
+            return max(0, int(limit) - int(Path(usage_file).read_text()))
+    return None
+
+
 def synchronize(device: torch.device) -> None:
     """Waits for queued CUDA work (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-__all__ = ["DeviceError", "auto_jobs", "cpu_threads", "default_device", "environment",
-           "resolve_device", "synchronize", "worker_device"]
+__all__ = ["DeviceError", "MemoryLimit", "auto_jobs", "cpu_threads", "default_device",
+           "environment", "memory_limit", "resolve_device", "synchronize", "worker_device"]

@@ -26,7 +26,8 @@ class Terminated(KeyboardInterrupt):
 
 def describe(error: ValidationError, tags: tuple[str, ...] = ()) -> str:
     """The first validation problem as 'field.path: message' on one line."""
-    first = error.errors()[0]
+    errors = [e for e in error.errors() if not echo_of_item_error(e, error.errors())]
+    first = errors[0]
     loc = [str(p) for p in first["loc"]]
     if loc and loc[0] in tags:  # the discriminated union adds the family as the first step
         loc = loc[1:]
@@ -37,6 +38,13 @@ def describe(error: ValidationError, tags: tuple[str, ...] = ()) -> str:
         msg = f"unknown {first['ctx']['discriminator']} {first['ctx']['tag']}; " \
               f"expected one of {first['ctx']['expected_tags']}"
     where = ".".join(loc)
-    more = len(error.errors()) - 1
+    more = len(errors) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{where}: {msg}{suffix}" if where else f"{msg}{suffix}"
+
+
+def echo_of_item_error(e: dict, errors: list[dict]) -> bool:
+    """A list's 'at least 1 item' that pydantic adds when its only item was refused."""
+    loc = tuple(e["loc"])
+    return e["type"] == "too_short" and any(
+        len(o["loc"]) > len(loc) and tuple(o["loc"][:len(loc)]) == loc for o in errors)

@@ -50,6 +50,13 @@ class StorageBytes:
         self.live -= size
 
 
+def eval_norm(func: object, args: tuple) -> bool:
+    """Whether an operator is batch norm in eval mode (FlopCounterMode asks for the second)."""
+    aten = torch.ops.aten
+    return (func is aten.native_batch_norm.default and not args[5]) \
+        or func is aten._native_batch_norm_legit_no_training.default
+
+
 class LiveStorageMode(TorchDispatchMode):
     """Within the block, every tensor an operator returns is added to `tracker` with its
     lifetime followed: `tracker.peak` is then the most activation bytes alive at once."""
@@ -60,17 +67,29 @@ class LiveStorageMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                self.tracker.add(t, follow_lifetime=True)
+        tensors = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        if eval_norm(func, args):
+            # in eval, the CPU kernel returns empty batch statistics; the meta kernel allocates
+            # them: counted as on the CPU, so an estimate on meta equals the CPU measurement
+            tensors = tensors[:1]
+        for t in tensors:
+            self.tracker.add(t, follow_lifetime=True)
         return out
 
 
-def state_bytes(model: torch.nn.Module, optimizer: str = "sgd") -> int:
-    """Parameters, gradients and optimiser state (1 slot for SGD momentum, 2 for AdamW), and
-    buffers: what training holds besides the activations."""
+OPTIMIZER_SLOTS = {"sgd": 1, "adamw": 2}  # state tensors per parameter: momentum; two moments
+
+
+def state_parts(model: torch.nn.Module, optimizer: str = "sgd") -> tuple[int, int, int]:
+    """(weights, gradients, optimiser state) bytes: parameters and buffers; one gradient per
+    parameter; 1 slot per parameter for SGD momentum, 2 for AdamW."""
     params = tensor_bytes(model.parameters())
-    return params * (2 + (2 if optimizer == "adamw" else 1)) + tensor_bytes(model.buffers())
+    return params + tensor_bytes(model.buffers()), params, params * OPTIMIZER_SLOTS[optimizer]
+
+
+def state_bytes(model: torch.nn.Module, optimizer: str = "sgd") -> int:
+    """What training holds besides the activations: the sum of `state_parts`."""
+    return sum(state_parts(model, optimizer))
 
 
 def saved_for_backward(tracker: StorageBytes) -> torch.autograd.graph.saved_tensors_hooks:
@@ -83,5 +102,5 @@ def saved_for_backward(tracker: StorageBytes) -> torch.autograd.graph.saved_tens
     return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
 
 
-__all__ = ["LiveStorageMode", "StorageBytes", "saved_for_backward", "state_bytes", "storage_key",
-           "tensor_bytes"]
+__all__ = ["OPTIMIZER_SLOTS", "LiveStorageMode", "StorageBytes", "eval_norm", "saved_for_backward",
+           "state_bytes", "state_parts", "storage_key", "tensor_bytes"]

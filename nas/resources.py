@@ -1,16 +1,18 @@
-"""Shipped data: preset spec files and search spaces (package data, read without pydantic or
-torch so that `nas presets` answers at once)."""
+"""Shipped data: preset spec files and search spaces, read as package data (so an installed
+nas finds them from any folder), without pydantic or torch so that `nas presets` answers at
+once. In the source tree `nas/spaces` links to the top-level `spaces/` folder; a wheel carries
+the files themselves."""
 
 from __future__ import annotations
 
-import os
+from importlib import resources
 from pathlib import Path
 
 
 def spaces_dir() -> Path:
     """The shipped search spaces (one YAML file each); presets are in its `presets/`."""
-    env = os.environ.get("NAS_HOME")
-    return Path(env) / "spaces" if env else Path(__file__).resolve().parents[1] / "spaces"
+    # a file-system path: nas is installed as files (torch cannot run from a zip anyway)
+    return Path(str(resources.files("nas").joinpath("spaces")))
 
 
 def presets_dir() -> Path:

@@ -4,11 +4,50 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from nas.hashing import content_hash
 
 Activation = Literal["relu", "sigmoid", "none"]
+
+# Upper bounds on sizes. Each is far above what real networks use (the largest shipped preset
+# value in brackets: torchvision's CNNs up to regnet_y_128gf at 384 px, the book's networks) and
+# low enough that any spec within them is checked from the spec alone, and costed on the meta
+# device, without allocating: an absurd value is refused at validation, with the bound.
+MAX_WIDTH = 16_384  # channels of any layer, widths, growth rates, hidden units [7,392]
+MAX_DEPTH = 1_024  # blocks or layers in one stage [48; ResNet-1202 on CIFAR: 200]
+MAX_BLOCKS = 1_024  # in the whole network: stage depths summed, 1 per other stage [104]
+MAX_STAGES = 64  # entries of a per-stage list, hidden layers [5]; lowered stages: 4x [16]
+MAX_INPUT_SIZE = 4_096  # pixels a side: the input, every stage's output, pool sizes [384]
+MAX_KERNEL = 64  # kernel, stride and padding, in pixels [11]
+MAX_CLASSES = 100_000  # [1,000]
+
+
+def at_most(bound: int, unit: str) -> AfterValidator:
+    """Refuses values above `bound` with 'at most <bound> <unit>' (pydantic's `le` would not
+    name the unit)."""
+
+    def check(value: int) -> int:
+        if value > bound:
+            raise ValueError(f"at most {bound} {unit}")
+        return value
+
+    return AfterValidator(check)
+
+
+def schema_max(bound: int) -> Any:
+    return Field(json_schema_extra={"maximum": bound})  # editors see the bound too
+
+
+Width = Annotated[int, Field(gt=0), schema_max(MAX_WIDTH), at_most(MAX_WIDTH, "channels")]
+Units = Annotated[int, Field(gt=0), schema_max(MAX_WIDTH), at_most(MAX_WIDTH, "units")]
+Depth = Annotated[int, Field(gt=0), schema_max(MAX_DEPTH), at_most(MAX_DEPTH, "blocks")]
+Layers = Annotated[int, Field(gt=0), schema_max(MAX_DEPTH), at_most(MAX_DEPTH, "layers")]
+Pixels = Annotated[int, Field(gt=0), schema_max(MAX_INPUT_SIZE),
+                   at_most(MAX_INPUT_SIZE, "pixels")]
+Kernel = Annotated[int, Field(gt=0), schema_max(MAX_KERNEL), at_most(MAX_KERNEL, "pixels")]
+Padding = Annotated[int, Field(ge=0), schema_max(MAX_KERNEL), at_most(MAX_KERNEL, "pixels")]
+Classes = Annotated[int, Field(gt=0), schema_max(MAX_CLASSES), at_most(MAX_CLASSES, "classes")]
 
 
 class Frozen(BaseModel):
@@ -46,12 +85,12 @@ class ConvStage(Frozen):
     """`depth` repeats of conv -> [norm] -> act (or norm -> act -> conv with `preact`)."""
 
     kind: Literal["conv"] = "conv"
-    width: PositiveInt
-    depth: PositiveInt = 1
-    kernel: PositiveInt = 3
-    stride: PositiveInt = 1
-    padding: int | None = Field(default=None, ge=0, description="default: kernel // 2")
-    groups: PositiveInt = 1
+    width: Width
+    depth: Layers = 1
+    kernel: Kernel = 3
+    stride: Kernel = 1
+    padding: Padding | None = Field(default=None, description="default: kernel // 2")
+    groups: Width = 1
     bias: bool = False
     norm: bool = True
     act: Activation = "relu"
@@ -73,9 +112,9 @@ class PoolStage(Frozen):
 
     kind: Literal["pool"] = "pool"
     mode: Literal["max", "avg"] = "max"
-    kernel: PositiveInt = 2
-    stride: PositiveInt | None = Field(default=None, description="default: kernel")
-    padding: int = Field(default=0, ge=0)
+    kernel: Kernel = 2
+    stride: Kernel | None = Field(default=None, description="default: kernel")
+    padding: Padding = 0
     ceil_mode: bool = added_field(
         False, "round the output size up, not down (torchvision's GoogLeNet pools)"
     )
@@ -101,12 +140,12 @@ class ResidualStage(Frozen):
     """`depth` residual blocks (basic or bottleneck); the first block carries the stride."""
 
     kind: Literal["residual"] = "residual"
-    depth: PositiveInt
-    width: PositiveInt
-    stride: PositiveInt = 1
+    depth: Depth
+    width: Width
+    stride: Kernel = 1
     block: Literal["basic", "bottleneck"] = "basic"
     bottleneck_ratio: float = Field(default=1.0, gt=0, le=8)
-    group_width: PositiveInt | None = Field(default=None, description="None: one group")
+    group_width: Width | None = Field(default=None, description="None: one group")
     se_ratio: float = Field(default=0.0, ge=0, lt=1)
     bias: bool = False
     shortcut_norm: bool = True
@@ -125,8 +164,11 @@ class ResidualStage(Frozen):
         return 1 if self.group_width is None else self.bottleneck_width // self.group_width
 
     @model_validator(mode="after")
-    def _groups_divide(self) -> ResidualStage:
+    def _bottleneck_fits(self) -> ResidualStage:
         gw, wb = self.group_width, self.bottleneck_width
+        if wb > MAX_WIDTH:
+            raise ValueError(f"bottleneck width {wb} (width {self.width} x ratio "
+                             f"{self.bottleneck_ratio}): at most {MAX_WIDTH} channels")
         if gw is not None and wb % gw:
             raise ValueError(
                 f"bottleneck width {wb} (width {self.width} x ratio {self.bottleneck_ratio}) "
@@ -147,9 +189,9 @@ class DenseStage(Frozen):
     """A dense block: `depth` pre-activation layers, each adding `growth_rate` channels."""
 
     kind: Literal["dense"] = "dense"
-    depth: PositiveInt
-    growth_rate: PositiveInt
-    bottleneck_width: PositiveInt | None = Field(
+    depth: Layers
+    growth_rate: Width
+    bottleneck_width: Width | None = Field(
         default=None, description="1x1 conv width before the 3x3 (DenseNet-BC); None: no 1x1"
     )
     bias: bool = False
@@ -165,7 +207,7 @@ class TransitionStage(Frozen):
     """DenseNet transition: norm -> act -> 1x1 conv to `width` -> 2x2 average pool."""
 
     kind: Literal["transition"] = "transition"
-    width: PositiveInt
+    width: Width
     bias: bool = False
 
     def out_size(self, size: int) -> int:
@@ -179,13 +221,13 @@ class InceptionStage(Frozen):
     """GoogLeNet inception block: 1x1 | 1x1->3x3 | 1x1->5x5 | 3x3 pool->1x1, concatenated."""
 
     kind: Literal["inception"] = "inception"
-    c1: PositiveInt
-    c2: tuple[PositiveInt, PositiveInt]
-    c3: tuple[PositiveInt, PositiveInt]
-    c4: PositiveInt
+    c1: Width
+    c2: tuple[Width, Width]
+    c3: tuple[Width, Width]
+    c4: Width
     bias: bool = True
     norm: bool = False
-    c3_kernel: PositiveInt = added_field(
+    c3_kernel: Kernel = added_field(
         5, "kernel of the third branch's second conv; odd (torchvision's GoogLeNet: 3)"
     )
     norm_eps: NormEps = added_field(1e-5, "batch norm epsilon (torchvision's GoogLeNet: 0.001)")
@@ -207,10 +249,10 @@ class MLPConvStage(Frozen):
     """The mlpconv layer of Network in Network: a k x k conv then two 1x1 convs, each with ReLU."""
 
     kind: Literal["mlpconv"] = "mlpconv"
-    width: PositiveInt
-    kernel: PositiveInt
-    stride: PositiveInt = 1
-    padding: int = Field(default=0, ge=0)
+    width: Width
+    kernel: Kernel
+    stride: Kernel = 1
+    padding: Padding = 0
 
     def out_size(self, size: int) -> int:
         return conv_out(size, self.kernel, self.stride, self.padding)
@@ -255,11 +297,11 @@ StageSpec = Annotated[
 class HeadSpec(Frozen):
     """Pool, flatten, then hidden Linear -> [BN1d] -> act -> [dropout] layers and the classifier."""
 
-    pool: Literal["avg", "flatten"] | PositiveInt = Field(
+    pool: Literal["avg", "flatten"] | Pixels = Field(
         default="avg",
         description="'avg': global average pool; 'flatten': flatten as is; N: adaptive avg to NxN",
     )
-    hidden: tuple[PositiveInt, ...] = ()
+    hidden: tuple[Units, ...] = Field(default=(), max_length=MAX_STAGES)
     norm: bool = False
     act: Activation = "relu"
     dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -283,14 +325,18 @@ class HeadSpec(Frozen):
 class NetworkSpec(Frozen):
     """A whole network: input, stages in order, head."""
 
-    in_channels: PositiveInt = 3
-    num_classes: PositiveInt = 1000
-    input_size: PositiveInt = 224
-    stages: tuple[StageSpec, ...] = Field(min_length=1)
+    in_channels: Width = 3
+    num_classes: Classes = 1000
+    input_size: Pixels = 224
+    stages: tuple[StageSpec, ...] = Field(min_length=1, max_length=4 * MAX_STAGES)
     head: HeadSpec = HeadSpec()
 
     @model_validator(mode="after")
     def _shapes_hold(self) -> NetworkSpec:
+        blocks = count_blocks(self.stages)
+        if blocks > MAX_BLOCKS:  # checked before any stage is built: each block is a module
+            raise ValueError(f"the network has {blocks} blocks and layers (stage depths summed): "
+                             f"at most {MAX_BLOCKS}")
         self.trace()
         return self
 
@@ -306,6 +352,7 @@ class NetworkSpec(Frozen):
                     f"collapses to {new}x{new}: input_size {self.input_size} is too small"
                 )
             channels, size = stage.out_channels(channels), new
+            check_output(stage, index, channels, size)
             out.append((channels, size))
         if not self.head.linear and channels != self.num_classes:
             raise ValueError(
@@ -317,6 +364,21 @@ class NetworkSpec(Frozen):
     def content_hash(self) -> str:
         """Stable hash of the architecture: canonical JSON of every field, defaults included."""
         return content_hash(self.model_dump(mode="json"))
+
+
+def count_blocks(stages: tuple[StageSpec, ...]) -> int:
+    """Blocks and layers in a network: each stage's depth, 1 for a stage without one."""
+    return sum(getattr(stage, "depth", 1) for stage in stages)
+
+
+def check_output(stage: BaseModel, index: int, channels: int, size: int) -> None:
+    """A stage's output within the bounds on widths and sizes (a dense stage's widths grow)."""
+    kind = getattr(stage, "kind", "?")
+    if channels > MAX_WIDTH:
+        raise ValueError(f"stage {index} ({kind}) gives {channels} channels: at most {MAX_WIDTH}")
+    if size > MAX_INPUT_SIZE:  # padding can grow a size
+        raise ValueError(f"stage {index} ({kind}) gives {size}x{size} pixels: at most "
+                         f"{MAX_INPUT_SIZE} a side")
 
 
 def check_stage(stage: BaseModel, in_channels: int, index: int) -> None:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# start: a throwaway PostgreSQL cluster on 127.0.0.1 (prints its URL); stop: removes it.
+# start: a throwaway PostgreSQL cluster on 127.0.0.1 (prints its URL); stop: removes it;
+# restart / pause N: what the fault tests do to it while searches run.
 set -euo pipefail
 dir=${NAS_PG_DIR:-/tmp/nas-test-pg}
 port=${NAS_PG_PORT:-55432}
@@ -32,5 +33,11 @@ case "${1:-}" in
     echo "postgresql://nas:nas-test-secret@127.0.0.1:$port/nas"
     ;;
   stop) stop_cluster ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  restart)  # as a database upgrade or fail-over does: every connection is cut
+    as_pg "'$bin/pg_ctl' -D '$dir' -m fast -w restart -l '$dir/log' -o \"-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200\"" >/dev/null ;;
+  pause)  # stop the server for $2 seconds, then start it again
+    as_pg "'$bin/pg_ctl' -D '$dir' -m fast -w stop" >/dev/null
+    sleep "${2:-5}"
+    as_pg "'$bin/pg_ctl' -D '$dir' -l '$dir/log' -w -o \"-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200\" start" >/dev/null ;;
+  *) echo "usage: $0 start|stop|restart|pause [seconds]" >&2; exit 2 ;;
 esac

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import SHIPPED_PRESETS, CliRunner
 
+from nas.cost import estimate
 from nas.families import FAMILIES
 from nas.io import load_spec, preset_names, presets_dir
+from nas.sizes import parse_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -189,3 +193,142 @@ def test_an_unwritable_output_folder_is_one_line_not_a_traceback(
     assert result.code == 2
     assert len(result.err_lines) == 1 and result.err_lines[0].startswith("nas: error: ")
     assert "Traceback" not in result.err and blocker.read_text() == "mine"
+
+
+# Specs of absurd size a user tried: they once allocated hundreds of GB and ended in a traceback.
+ABSURD = {
+    "wide-vgg.yaml": ("{family: vgg, conv_arch: [[1, 200000]], in_channels: 1, num_classes: 10, "
+                      "input_size: 28}", "conv_arch.0.1: at most 16384 channels"),
+    "deep-resnet.yaml": ("{family: resnet, depths: [1000000], widths: [64], in_channels: 1, "
+                         "num_classes: 10, input_size: 28}", "depths.0: at most 1024 blocks"),
+}
+
+
+# Runs a command and prints its exit code, wall time and peak RSS (from wait4: that child's
+# own). Run in a fresh small interpreter, since a child forked from the pytest process shows
+# pytest's RSS (over 1 GB with torch and models loaded) as its own peak.
+MEASURE = """
+import json, os, subprocess, sys, time
+with open(sys.argv[1], "w") as out, open(sys.argv[2], "w") as err:
+    start = time.perf_counter()
+    child = subprocess.Popen(sys.argv[3:], stdout=out, stderr=err)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+print(json.dumps({"code": child.returncode, "seconds": time.perf_counter() - start,
+                  "maxrss_kib": usage.ru_maxrss}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
+@pytest.mark.parametrize("name", sorted(ABSURD))
+def test_summary_of_an_absurd_spec_is_one_line_fast_and_small(tmp_path: Path, name: str) -> None:
+    text, message = ABSURD[name]
+    path = tmp_path / name
+    path.write_text(text + "\n")
+    out, err = tmp_path / "out", tmp_path / "err"
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(out), str(err),
+         sys.executable, "-m", "nas", "summary", str(path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    figures = json.loads(done.stdout)
+    assert figures["code"] == 2 and out.read_text() == ""
+    assert err.read_text().splitlines() == [f"nas: error: {path}: {message}"]
+    # a hang guard, not a speed target (about 1.3 s; building the model would take minutes)
+    assert figures["seconds"] < 60, figures
+    assert figures["maxrss_kib"] < 2**20, figures  # under 1 GiB
+
+
+def test_summary_shows_memory_from_the_meta_estimate(run_nas: CliRunner) -> None:
+    report = json.loads(run_nas("summary", "resnet_small", "--json", "--batch-size", "64",
+                                "--optimizer", "adamw").out)
+    est = estimate("resnet_small", batch_size=64, optimizer="adamw")
+    assert report["training_memory"] == est.training.as_dict()
+    assert report["training_memory"]["batch_size"] == 64 and report["params"] == est.cost.params
+    assert report["memory_limit"]["source"] in ("available memory", "cgroup limit")
+    text = run_nas("summary", "resnet_small").out
+    assert "peak forward memory" in text and "training memory (sgd)" in text
+    assert "at batch 256 (weights" in text and "memory limit" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "4096", "--max-memory", "100MB"],
+         "d2l_lenet_bn: training needs 176.8 MiB at batch 4096 (weights 177.1 KiB, gradients "
+         "175.3 KiB, optimiser 175.3 KiB, activations 176.3 MiB); limit 95.4 MiB "
+         "(--max-memory); lower --batch-size or the spec's size"),
+        (["--max-memory", "1MB"], "d2l_lenet_bn: training needs 11.5 MiB at batch 256"),
+        (["--max-memory", "12XB"], "--max-memory 12XB: not a size above zero"),
+        (["--max-memory", "0"], "--max-memory 0: not a size above zero"),
+        (["--batch-size", "0"], "--batch-size 0: between 1 and 1048576"),
+        (["--optimizer", "lion"], "unknown optimizer 'lion'; one of sgd, adamw"),
+    ],
+)
+def test_summary_checks_a_training_configuration_in_one_line(
+    run_nas: CliRunner, args: list[str], message: str
+) -> None:
+    result = run_nas("summary", "d2l_lenet_bn", *args)
+    assert result.code == 2 and result.out == ""
+    assert len(result.err_lines) == 1 and result.err_lines[0].startswith(f"nas: error: {message}")
+
+
+def test_summary_refuses_a_spec_whose_forward_cannot_fit_this_machine(
+    run_nas: CliRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "huge.yaml"  # within every field's bound, but a petabyte of weights
+    path.write_text("{family: vgg, conv_arch: [[1, 16384]], in_channels: 1, input_size: 4096}\n")
+    result = run_nas("summary", str(path))
+    assert result.code == 2 and len(result.err_lines) == 1
+    assert re.match(rf"nas: error: {re.escape(str(path))}: a forward of one image needs "
+                    r"1\.0 PiB \(.* parameters\); limit .* \((available memory|cgroup limit)\); "
+                    r"lower the spec's size$", result.err_lines[0]), result.err
+
+
+def test_train_refuses_before_loading_data_or_writing(run_nas: CliRunner, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = run_nas("train", "d2l_lenet_bn", "--max-memory", "1MB", "--out", str(run),
+                     "--data-dir", str(tmp_path / "no-data-here"))
+    assert result.code == 2 and result.out == ""
+    assert result.err_lines == [
+        "nas: error: d2l_lenet_bn: training needs 11.5 MiB at batch 256 (weights 177.1 KiB, "
+        "gradients 175.3 KiB, optimiser 175.3 KiB, activations 11.0 MiB); limit 976.6 KiB "
+        "(--max-memory); lower --batch-size or the spec's size"]
+    assert not run.exists()
+    bad = run_nas("train", "d2l_lenet_bn", "--max-memory", "lots", "--out", str(run))
+    assert bad.code == 2 and bad.err_lines == [
+        "nas: error: --max-memory lots: not a size above zero; e.g. 2GiB, 500MB, 1.5G or a "
+        "number of bytes"]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("2GiB", 2 * 2**30), ("500MB", 500 * 10**6), ("1.5G", 3 * 2**29), (" 3 kib ", 3072),
+     ("1024", 1024), (".5M", 2**19), ("2gb", 2 * 10**9), ("1TiB", 2**40),
+     ("0", None), ("-1", None), ("2XB", None), ("", None), ("GiB", None), ("1e9", None),
+     ("0.5", None), ("9" * 400, None)],
+)
+def test_sizes_parse_as_people_write_them(text: str, size: int | None) -> None:
+    assert parse_size(text) == size
+
+
+def test_summary_and_train_check_a_weights_file_in_one_line(run_nas: CliRunner,
+                                                            tmp_path: Path) -> None:
+    import torch
+    import torchvision
+
+    with torch.device("meta"):
+        shapes = torchvision.models.resnet18().state_dict()
+    state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in shapes.items()}
+    good, short = tmp_path / "resnet18.pth", tmp_path / "short.pth"
+    torch.save(state, good)
+    torch.save(dict(list(state.items())[:-2]), short)  # no classifier
+    fits = run_nas("summary", "resnet18", "--weights", str(good), "--json")
+    assert fits.code == 0 and json.loads(fits.out)["weights"] == str(good)
+    for spec, command in [("resnet18", "summary"), ("d2l_lenet_bn", "train")]:
+        refused = run_nas(command, spec, "--weights", str(short if spec == "resnet18" else good),
+                          *(["--out", str(tmp_path / "run")] if command == "train" else []))
+        assert refused.code == 2 and len(refused.err_lines) == 1, refused.err
+        assert "in the file" in refused.err
+    assert not (tmp_path / "run" / "result.json").exists()

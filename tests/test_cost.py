@@ -1,4 +1,5 @@
-"""Costs measured on the built module: hand-counted cases, totals that add up, memory bounds."""
+"""Costs measured on the built module and estimated on the meta device: hand-counted cases,
+totals that add up, memory bounds, the meta estimate against the CPU, the gate."""
 
 from __future__ import annotations
 
@@ -9,8 +10,22 @@ from conftest import count_params
 from torch import nn
 
 from nas import build, load_spec
-from nas.cost import count_activations, count_macs, measure, stage_table
+from nas.cost import (
+    MetaCost,
+    OverMemory,
+    check_forward,
+    check_limits,
+    count_activations,
+    count_macs,
+    estimate,
+    measure,
+    stage_table,
+)
+from nas.data import DATASETS, DataSplits, RawData, make_splits
+from nas.device import MemoryLimit
 from nas.io import preset_names
+from nas.memory import OPTIMIZER_SLOTS
+from nas.train import Budget, TrainConfig, fit, seeded_build
 
 # Presets named after torchvision models repeat the same stages at larger sizes, and
 # test_torchvision_exact.py measures all of them; here one or two per family is enough.
@@ -124,3 +139,78 @@ def test_costs_are_per_image_and_scale_with_input_size() -> None:
     assert large.macs == pytest.approx(4 * small.macs, rel=0.02)
     assert large.activations == pytest.approx(4 * small.activations, rel=0.05)
     assert large.peak_memory_bytes > small.peak_memory_bytes
+
+
+# One small network per family (the book's, or a dict at 32 px where the preset is large).
+SMALL = {
+    "lenet": "d2l_lenet_bn", "nin": "d2l_nin", "vgg": "d2l_vgg11_small", "alexnet": "d2l_alexnet",
+    "resnet": "resnet_small", "resnext": "resnext_small", "densenet": "d2l_densenet",
+    "googlenet": "d2l_googlenet",
+    "regnet": {"family": "regnet", "depth": 4, "w0": 16, "wa": 8.0, "wm": 2.0, "group_width": 8,
+               "se_ratio": 0.25, "input_size": 32, "num_classes": 10},
+    "anynet": {"family": "anynet", "depths": [1, 2], "widths": [16, 32],
+               "bottleneck_ratios": [1.0, 0.5], "group_widths": [8, 8], "input_size": 32},
+}
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_the_meta_estimate_equals_the_cpu_measurement(family: str) -> None:
+    spec = load_spec(SMALL[family])
+    assert spec.family == family
+    est = estimate(spec)
+    real = build(spec)
+    assert est.cost == measure(real, spec.in_channels, spec.input_size)  # to the byte
+    assert list(est.stages) == stage_table(real, spec.in_channels, spec.input_size)
+    assert est.cost.params == count_params(real) > 0
+
+
+def synthetic_data() -> DataSplits:
+    """96 random 28x28 grey images in 10 classes: enough for one training step."""
+    x = torch.randint(0, 256, (96, 1, 28, 28), dtype=torch.uint8)
+    y = torch.arange(96) % 10
+    raw = RawData(x, y, x[:8].clone(), y[:8].clone(), source="synthetic")
+    return make_splits(DATASETS["fashion-mnist"], raw, torch.device("cpu"), 0.25, seed=0)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize("name", ["d2l_lenet_bn", "resnet_small", "resnext_small"])
+def test_training_memory_equals_what_nas_train_counts_in_a_real_step(name: str,
+                                                                     optimizer: str) -> None:
+    """Tolerance: none. Both count what autograd saves in one step, plus weights, gradients,
+    optimiser state and the batch; the meta figure agrees with the CPU one to the byte."""
+    fitted = fit(seeded_build(name), synthetic_data(), Budget(epochs=1, max_steps=1, batch_size=32),
+                 TrainConfig(optimizer=optimizer))
+    assert fitted.memory_source == "cpu_estimate"
+    training = estimate(name, batch_size=32, optimizer=optimizer).training
+    assert training.total == fitted.peak_memory_bytes
+    weights = 4 * count_params(build(name))
+    assert training.gradients == weights
+    assert training.optimiser == OPTIMIZER_SLOTS[optimizer] * weights
+    assert training.activations > estimate(name, batch_size=8).training.activations
+
+
+def test_a_huge_spec_within_the_bounds_is_costed_without_allocating() -> None:
+    """16384 channels at 4096 px: a petabyte forward, measured on meta in the test process."""
+    spec = load_spec({"family": "vgg", "conv_arch": [[1, 16384]], "in_channels": 1,
+                      "num_classes": 10, "input_size": 4096})
+    est = estimate(spec, batch_size=1024)
+    assert est.cost.params > 2.8e14 and est.cost.peak_memory_bytes > 2**50  # weights alone
+    assert est.training.total > 1024 * 4 * 16384 * 4096**2
+    refusal = r"^big: a forward of one image needs 1\.0 PiB .*; limit 1\.0 GiB \(--max-memory\)"
+    with pytest.raises(OverMemory, match=refusal):
+        check_forward("big", est.cost, MemoryLimit(2**30, "--max-memory"))
+
+
+def test_the_gate_measures_only_up_to_the_first_limit_exceeded() -> None:
+    over_params = MetaCost("resnext_small", batch_size=64)
+    checks = check_limits(over_params, max_params=10, max_macs=1, memory=MemoryLimit(1, "x"))
+    assert [c.name for c in checks] == ["params"] and checks[0].excess == over_params.params - 10
+    assert over_params.figures() == {"params": over_params.params}  # no forward was run
+    assert "forward" not in over_params.__dict__ and "training" not in over_params.__dict__
+    fits = MetaCost("resnext_small", batch_size=64)
+    checks = check_limits(fits, max_params=10**9, max_macs=10**12, memory=MemoryLimit(1, "x"))
+    assert [(c.name, c.excess > 0) for c in checks] == [
+        ("params", False), ("macs", False), ("memory", True)]
+    assert checks[-1].text.startswith("memory ") and "at batch 64 > 1 B (x)" in checks[-1].text
+    est = estimate("resnext_small", batch_size=64)
+    assert fits.figures() == {**est.cost.as_dict(), "training_memory_bytes": est.training.total}

@@ -19,8 +19,18 @@ from pydantic import ValidationError
 from nas import build
 from nas.errors import SpecError, describe
 from nas.families import ARCH_ADAPTER, FAMILIES
-from nas.io import FAMILY_TAGS, load_spec
-from nas.specs import NetworkSpec
+from nas.io import FAMILY_TAGS, load_spec, preset_names
+from nas.specs import (
+    MAX_BLOCKS,
+    MAX_CLASSES,
+    MAX_DEPTH,
+    MAX_INPUT_SIZE,
+    MAX_KERNEL,
+    MAX_STAGES,
+    MAX_WIDTH,
+    NetworkSpec,
+    count_blocks,
+)
 
 SIZES = st.integers(8, 64)
 WIDTHS = st.integers(4, 32)
@@ -339,6 +349,64 @@ REFUSALS = [
          "group_width": 8},
         "wa: Input should be less than or equal to 256", id="regnet-infinite-slope",
     ),
+    pytest.param(  # was a ZeroDivisionError
+        {"family": "regnet", "depth": 1, "w0": 8, "wa": 1, "wm": 2, "group_width": 8,
+         "bottleneck_ratio": 0.1},
+        "stage width 8 x bottleneck_ratio 0.1 is below one channel", id="regnet-no-channel",
+    ),
+    # upper bounds (nas.specs): the field and the bound, before anything is built
+    pytest.param(
+        {"family": "vgg", "conv_arch": [[1, 200000]], "in_channels": 1, "num_classes": 10,
+         "input_size": 28},
+        "conv_arch.0.1: at most 16384 channels", id="bound-vgg-channels",
+    ),
+    pytest.param(
+        {"family": "resnet", "depths": [1_000_000], "widths": [64]},
+        "depths.0: at most 1024 blocks", id="bound-stage-depth",
+    ),
+    pytest.param(
+        {"family": "resnet", "depths": [600, 600], "widths": [8, 16]},
+        "the network has 1202 blocks and layers (stage depths summed): at most 1024",
+        id="bound-total-blocks",
+    ),
+    pytest.param(
+        {"family": "densenet", "block_sizes": [400], "growth_rate": 48},
+        "stage 2 (dense) gives 19264 channels: at most 16384", id="bound-dense-growth",
+    ),
+    pytest.param(
+        {"family": "densenet", "block_sizes": [2], "bn_size": 1000, "growth_rate": 32},
+        "lowered DenseStage.bottleneck_width: at most 16384 channels",
+        id="bound-lowered-field",
+    ),
+    pytest.param(
+        {"family": "resnet", "depths": [1], "widths": [8192], "block": "bottleneck",
+         "bottleneck_ratio": 4},
+        "bottleneck width 32768 (width 8192 x ratio 4.0): at most 16384 "
+        "channels", id="bound-bottleneck-width",
+    ),
+    pytest.param(
+        {"family": "vgg", "conv_arch": [[1, 8]], "hidden": [10**9]},
+        "hidden.0: at most 16384 units", id="bound-hidden",
+    ),
+    pytest.param(
+        {"family": "lenet", "input_size": 10**6}, "input_size: at most 4096 pixels",
+        id="bound-input-size",
+    ),
+    pytest.param(
+        {"family": "lenet", "kernel": 999}, "kernel: at most 64 pixels", id="bound-kernel",
+    ),
+    pytest.param(
+        {"family": "nin", "blocks": [[8, 1, 1, 64]] * 40, "input_size": 4096},
+        "stage 0 (mlpconv) gives 4224x4224 pixels: at most 4096 a side", id="bound-growing-size",
+    ),
+    pytest.param(
+        {"family": "lenet", "num_classes": 10**8}, "num_classes: at most 100000 classes",
+        id="bound-classes",
+    ),
+    pytest.param(
+        {"family": "resnet", "depths": [1] * 65, "widths": [8] * 65},
+        "depths: Tuple should have at most 64 items", id="bound-stage-count",
+    ),
 ]
 
 
@@ -351,6 +419,35 @@ def test_invalid_specs_are_refused_with_a_message_naming_the_problem(
     text = str(refused.value)
     assert text.startswith(f"spec: {message}")
     assert "\n" not in text
+
+
+def largest_sizes(net: NetworkSpec) -> dict[str, tuple[int, int]]:
+    """A network's largest value of each bounded kind, with its bound."""
+    widths, pixels = [], []
+    for stage in net.stages:
+        for name in ("width", "growth_rate", "bottleneck_width", "c1", "c2", "c3", "c4"):
+            value = getattr(stage, name, None)  # c2, c3: (reduce, out) pairs
+            widths += list(value) if isinstance(value, tuple) else [value] if value else []
+        pixels += [getattr(stage, name, None) or 0 for name in ("kernel", "stride", "padding")]
+    return {
+        "channels": (max(widths + [c for c, _ in net.trace()] + list(net.head.hidden)), MAX_WIDTH),
+        "depth": (max(getattr(s, "depth", 1) for s in net.stages), MAX_DEPTH),
+        "blocks": (count_blocks(net.stages), MAX_BLOCKS),
+        "stages": (len(net.stages), 4 * MAX_STAGES),
+        "input_size": (net.input_size, MAX_INPUT_SIZE),
+        "kernel": (max(pixels), MAX_KERNEL),
+        "classes": (net.num_classes, MAX_CLASSES),
+    }
+
+
+def test_every_preset_is_far_within_the_bounds() -> None:
+    largest: Counter[str] = Counter()
+    for name in preset_names():  # torchvision's CNNs up to regnet_y_128gf at 384, the book's
+        for kind, (value, bound) in largest_sizes(load_spec(name).lower()).items():
+            largest[kind] = max(largest[kind], value)
+            assert 2 * value <= bound, f"{name}: {kind} {value} is not far below {bound}"
+    assert largest["channels"] == 7392 and largest["blocks"] == 104  # regnet_y_128gf, densenet201
+    assert largest["input_size"] == 384 and largest["kernel"] == 11
 
 
 def test_grouped_conv_channels_must_divide() -> None:

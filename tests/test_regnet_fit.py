@@ -18,7 +18,7 @@ from nas.errors import SpecError
 from nas.families import RegNetSpec
 from nas.families.regnet import regnet_stages
 from nas.io import load_spec
-from nas.specs import ResidualStage
+from nas.specs import MAX_INPUT_SIZE, ResidualStage
 
 # torchvision's RegNets (models/regnet.py): depth, w0, wa, wm, group width, SE ratio.
 TORCHVISION = {
@@ -80,7 +80,7 @@ def regnets(draw: st.DrawFn) -> RegNetSpec:
             wm=draw(st.floats(1.1, 4.0).map(lambda v: round(v, 3))),
             group_width=draw(st.sampled_from([1, 2, 4, 8, 16, 24, 32, 48, 64, 128])),
             bottleneck_ratio=draw(st.sampled_from([0.25, 0.5, 1.0])),
-            se_ratio=draw(st.sampled_from([0.0, 0.25])), input_size=2**16,
+            se_ratio=draw(st.sampled_from([0.0, 0.25])), input_size=MAX_INPUT_SIZE,
         )
     except ValidationError:
         assume(False)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -11,9 +15,11 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.builder import build
-from nas.cost import count_params
+from nas.cost import count_params, estimate
+from nas.device import memory_limit
 from nas.errors import UserError
 from nas.io import parse_spec
+from nas.report import report_html, trials_frame
 from nas.search.run import SearchRequest, run_search
 from nas.search.space import SAMPLING, load_space, space_files
 from nas.study import StudySettings
@@ -128,6 +134,70 @@ def test_cost_gate_records_infeasible_trials_untrained(tmp_path: Path) -> None:
     assert front(study) == [], "infeasible trials are not on the front"
 
 
+@pytest.fixture
+def fast_folder(tmp_path: Path) -> Iterator[Path]:
+    """A folder on tmpfs where there is one (else tmp_path): a SQLite commit there costs no
+    fsync, so trial times measure nas's work and Optuna's, not the disk's."""
+    if not Path("/dev/shm").is_dir():
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="nas-test-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_trial_over_max_params_is_refused_from_the_meta_build_without_a_forward(
+    fast_folder: Path,
+) -> None:
+    space = fast_folder / "wide.yaml"  # every point has far more than 1,000 parameters
+    space.write_text("family: resnet\nfixed: {stem: simple, depths: [1, 1], widths: [64, 128]}\n"
+                     "dimensions:\n  stem_width: {low: 8, high: 64}\n")
+    req = request(fast_folder, trials=12, max_params=1000, sampler="random")
+    req.space = load_space(space)
+    study = run_search(req)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 12
+    for t in trials:
+        assert t.user_attrs["reason"].startswith("over_budget: params ")
+        assert t.user_attrs["trained"] is False and t.values[1] == t.user_attrs["params"] > 1000
+        assert not {"macs", "latency_ms", "training_memory_bytes"} & set(t.user_attrs)  # no forward
+    # how fast that is (against building and measuring): python benchmarks/gate.py
+
+
+def test_memory_gate_records_over_budget_untrained_and_reports_cope(tmp_path: Path) -> None:
+    req = request(tmp_path, trials=2, max_memory=1000, objectives=("accuracy", "params", "latency"))
+    study = run_search(req)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 2
+    for t in trials:
+        attrs = t.user_attrs
+        assert attrs["reason"].startswith("over_budget: memory ")
+        assert attrs["reason"].endswith("at batch 64 > 1000 B (--max-memory)")
+        spec = parse_spec(attrs["spec"])
+        assert attrs["training_memory_bytes"] == estimate(spec, 64).training.total
+        assert t.constraints["max_memory"] == attrs["training_memory_bytes"] - 1000 > 0
+        assert attrs["params"] == count_params(build(spec)) and attrs["trained"] is False
+        assert not {"macs", "latency_ms"} & set(attrs)  # no forward of one image, no model
+        assert t.values[0] == 0.0 and t.values[2] == math.inf  # never a cheap point
+    frame = trials_frame(study)
+    assert frame["latency_ms"].isna().all() and not frame["feasible"].any()
+    assert "no trained feasible trial yet" in report_html(study)
+
+
+def test_by_default_trials_must_fit_the_devices_free_memory(tmp_path: Path) -> None:
+    now = memory_limit("cpu")
+    if now is None:
+        pytest.skip("no /proc/meminfo here: the device's free memory is unknown")
+    study = run_search(request(tmp_path, trials=1))
+    (t,) = study.get_trials(states=(TrialState.COMPLETE,))
+    assert t.constraints["max_memory"] < 0  # fits: training memory less the limit then
+    limit_then = t.user_attrs["training_memory_bytes"] - t.constraints["max_memory"]
+    assert 0.5 < limit_then / now.bytes < 2  # MemAvailable moves a little
+    assert t.user_attrs["trained"] is True and t.user_attrs["latency_ms"] > 0
+
+
 def test_single_objective_search_uses_optunas_pruner(tmp_path: Path) -> None:
     study = run_search(request(tmp_path, trials=2, objectives=("accuracy",)))
     assert len(study.directions) == 1
@@ -162,6 +232,7 @@ def test_cli_search_prints_budget_front_and_next_commands(tmp_path: Path) -> Non
         (["--device", "tpu"], "one of auto, cpu, cuda"),
         (["--storage", "sqlite:////proc/nope/x.db"], "cannot create"),
         (["--space", "no-such-space"], "neither a space file nor a shipped space"),
+        (["--max-memory", "lots"], "--max-memory lots: not a size above zero"),
     ],
 )
 def test_bad_search_input_is_one_line_exit_2_and_no_file(

@@ -64,6 +64,8 @@ class Network(nn.Module):
 
 def initialise(model: nn.Module) -> None:
     """Kaiming-normal convs (fan-out, as torchvision), unit BN, PyTorch's default Linear."""
+    if any(p.is_meta for p in model.parameters()):
+        return  # no values to set; normal_ on meta would import torch._dynamo (5 s here)
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

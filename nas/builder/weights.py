@@ -78,6 +78,17 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     A file with exactly the model's names (nas's own, e.g. `nas train`'s model.safetensors) is
     matched by name, since a .safetensors file does not keep the order of its tensors.
     """
+    target, values, counters = match_weights(model, path)
+    model.load_state_dict(dict(zip(target, values)), strict=False)
+    with torch.no_grad():  # the file predates BN's counters: a fresh start
+        for name in counters:
+            model.get_buffer(name).zero_()
+
+
+def match_weights(model: nn.Module, path: str | Path,
+                  ) -> tuple[list[str], list[torch.Tensor], list[str]]:
+    """The model's state names, the file's tensors for them in order, and the BN counters the
+    file lacks; WeightsError on any misfit. Nothing is loaded (a meta model will do)."""
     path = Path(path).expanduser()
     source = read_state(path)
     target = model.state_dict()
@@ -97,7 +108,4 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     problem = mismatch(path, source, target)
     if problem:
         raise WeightsError(problem)
-    model.load_state_dict(dict(zip(target, source.values())), strict=False)
-    with torch.no_grad():  # the file predates BN's counters: a fresh start
-        for name in counters:
-            model.get_buffer(name).zero_()
+    return list(target), list(source.values()), counters

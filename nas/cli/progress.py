@@ -20,8 +20,12 @@ class EpochBar:
                             console=Console(stderr=True))
         self.task: Any = None
         self.last_text = 0.0
+        self.started = False
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        if not self.started:  # drawn from the first epoch on: an error before it stays one line
+            self.bar.start()
+            self.started = True
         self.task = self.bar.add_task(f"epoch {epoch}/{epochs}", total=steps, info="")
 
     def step_done(self, seen: int, seconds: float,
@@ -49,5 +53,8 @@ def epoch_bar(enabled: bool) -> Iterator[EpochBar | None]:
         yield None
         return
     bar = EpochBar()
-    with bar.bar:
+    try:
         yield bar
+    finally:
+        if bar.started:
+            bar.bar.stop()

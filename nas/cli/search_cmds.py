@@ -32,6 +32,9 @@ def search(
         help="accuracy, then any of params, macs, latency (comma-separated).")] = "accuracy,params",
     max_params: Annotated[int | None, typer.Option(help="Infeasible above this.")] = None,
     max_macs: Annotated[int | None, typer.Option(help="Infeasible above this.")] = None,
+    max_memory: Annotated[str | None, typer.Option(
+        help="Infeasible when a trial's training memory is above this (e.g. 2GiB, 500MB); "
+             "default: what the device has free.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per trial.")] = None,
     subset: Annotated[float | None, typer.Option(help="Fraction of the training split.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
@@ -49,20 +52,25 @@ def search(
     threads: Annotated[int, typer.Option(
         help="CPU threads per worker; separate workers use cores better than threads "
              "for small networks.")] = 1,
+    storage_retry: Annotated[float, typer.Option(
+        help="Seconds to wait out a lost storage connection (server restart, network blip) "
+             "before stopping; 0: stop at once.")] = 300.0,
 ) -> None:
     """Search a space: sample specs, train each briefly, record all in an Optuna study."""
     from nas.device import auto_jobs, resolve_device
     from nas.search.run import SearchRequest
     from nas.search.space import load_space
     from nas.search.workers import raise_terminated
+    from nas.sizes import parse_memory_option
 
     req = SearchRequest(
         space=load_space(space), trials=trials, study=study, storage=storage, sampler=sampler,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
         batch_size=batch_size, lr=lr, seed=seed, max_params=max_params, max_macs=max_macs,
+        max_memory=parse_memory_option(max_memory),
         device=str(resolve_device(device)), early_stop=early_stop, max_failures=max_failures,
-        threads=threads,
+        threads=threads, storage_retry=storage_retry,
     )
     jobs = auto_jobs(req.device) if jobs is None else jobs
     if jobs < 1:
@@ -107,10 +115,13 @@ def run_with_progress(req: SearchRequest, jobs: int) -> None:
                                        f"({trial_reason(trial)})", markup=False,
                                        highlight=False)
 
+        def notify(text: str) -> None:  # a storage outage, once however many workers see it
+            progress.console.print(f"  {text}", markup=False, highlight=False)
+
         if jobs == 1:
-            result = run_search(req, on_trial=on_trial, on_start=on_start)
+            result = run_search(req, on_trial=on_trial, on_start=on_start, notify=notify)
         else:
-            result = run_workers(req, jobs, poll=poll, on_start=on_start)
+            result = run_workers(req, jobs, poll=poll, on_start=on_start, notify=notify)
     print_front(result, req)
 
 
@@ -126,21 +137,29 @@ def best_line(study: optuna.Study) -> str:
 
 def print_front(study: optuna.Study, req: SearchRequest) -> None:
     """The Pareto front (or best trials) as a table, then what to run next."""
+    from nas.report.confirmation import linked_summary, within_noise
     from nas.study import mask_url, study_front
 
     rows = study_front(study)
+    confirmation = linked_summary(study)  # the seed noise, once `nas confirm` measured it
+    noise = confirmation.noise if confirmation else None
+    close = within_noise([t.record.val_accuracy or 0.0 for t in rows], noise)
     multi = len(study.directions) > 1
     table = Table(title=f"{'Pareto front' if multi else 'Best trials'} of {study.study_name}")
-    for col in ("trial", "family", "val acc", "params", "MACs", "latency ms", "epochs", "hash"):
+    for col in ("trial", "family", "val acc", "≈", "params", "MACs", "latency ms", "epochs",
+                "hash"):
         table.add_column(col, justify="left" if col in ("family", "hash") else "right",
                          no_wrap=True)
-    for t in rows:
+    for t, near in zip(rows, close):
         r = t.record
         table.add_row(str(t.number), r.family or "?", f"{r.val_accuracy or 0:.4f}",
-                      human(r.params or 0), human(r.macs or 0),
+                      "≈" if near else "", human(r.params or 0), human(r.macs or 0),
                       f"{r.latency_ms if r.latency_ms is not None else math.nan:.2f}",
                       str(r.epochs_run or ""), (r.spec_hash or "")[:8])
     console.print(table)
+    if noise is not None:
+        console.print(f"≈: within the seed noise ({noise.pooled:.4f}, measured by nas confirm) "
+                      f"of a neighbour: the search cannot order them")
     states = [t.state for t in study.get_trials(deepcopy=False)]
     console.print(" ".join(f"{s.name.lower()} {states.count(s)}" for s in sorted(
         set(states), key=lambda s: s.value)))
@@ -150,6 +169,9 @@ def print_front(study: optuna.Study, req: SearchRequest) -> None:
     console.print(f"report:    nas report --study {name}{where}")
     out = f"studies/{name}-pareto"
     console.print(f"export:    nas export --study {name}{where} --pareto --out {out}")
+    if confirmation is None:
+        console.print(f"confirm:   nas confirm --study {name}{where}  (the front retrained at a "
+                      f"larger budget with several seeds)")
 
 
 def human(n: float) -> str:

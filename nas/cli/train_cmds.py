@@ -11,7 +11,7 @@ from rich.table import Table
 
 from nas.cli.app import app, console, err_console
 from nas.cli.progress import epoch_bar
-from nas.cli.spec_cmds import SpecArg, with_input_size
+from nas.cli.spec_cmds import SpecArg, check_batch_size, with_input_size
 from nas.errors import UserError
 
 Epochs = Annotated[int, typer.Option(help="Training epochs.")]
@@ -84,21 +84,33 @@ def train(
         help="Start from these weights: a torchvision checkpoint (.pth) or a nas "
              "model.safetensors, loaded by order and checked by shape.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    max_memory: Annotated[str | None, typer.Option(
+        help="Refuse when training needs more memory than this (e.g. 2GiB, 500MB) [default: "
+             "what the device has free].")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Train a spec, write DIR/result.json, spec.yaml and model.safetensors; resumes a run
-    interrupted in the same DIR."""
+    interrupted in the same DIR. Refuses first a spec whose training cannot fit in memory."""
     from nas.io import load_spec
+    from nas.sizes import parse_memory_option
+
+    arch = with_input_size(load_spec(spec), input_size)
+    limit_bytes = parse_memory_option(max_memory)
+    check_batch_size(batch_size)
+    from nas.cost import check_training, estimate
+    from nas.device import memory_limit, resolve_device
     from nas.train import OPTIMIZERS, SCHEDULES, Budget, TrainConfig
     from nas.train.config import check_choice
     from nas.train.run import DataSource, RunFolder, default_run_path, train_run
 
-    arch = with_input_size(load_spec(spec), input_size)
+    optimizer = check_choice(optimizer, "optimizer", OPTIMIZERS)
+    training = estimate(arch, batch_size, optimizer).training  # before any allocation
+    check_training(spec, training, memory_limit(resolve_device(device), limit_bytes))
     name = spec_name(spec)
     folder = RunFolder.prepare(out or default_run_path(name, arch, seed), overwrite)
     budget = Budget(epochs=epochs, max_steps=max_steps, subset=subset, time_limit_s=time_limit,
                     batch_size=batch_size)
-    config = TrainConfig(optimizer=check_choice(optimizer, "optimizer", OPTIMIZERS),
+    config = TrainConfig(optimizer=optimizer,
                          lr=lr, schedule=check_choice(schedule, "schedule", SCHEDULES),
                          weight_decay=weight_decay, label_smoothing=label_smoothing,
                          augment=augment, compile=compile_model, seed=seed, threads=threads)

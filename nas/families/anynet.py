@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
-from nas.families.base import FamilySpec, NonEmpty, Stages, StemKind, same_length, stem
-from nas.specs import NetworkSpec, ResidualStage
+from nas.families.base import Depths, FamilySpec, NonEmpty, StemKind, Widths, same_length, stem
+from nas.specs import MAX_STAGES, Kernel, NetworkSpec, ResidualStage, Width
 
 Ratio = Annotated[float, Field(gt=0, le=8)]
 PER_STAGE = ("depths", "widths", "bottleneck_ratios", "group_widths")
@@ -25,14 +25,14 @@ class AnyNetSpec(FamilySpec):
     """
 
     family: Literal["anynet"] = "anynet"
-    depths: Stages = NonEmpty
-    widths: Stages = NonEmpty
-    bottleneck_ratios: tuple[Ratio, ...] = NonEmpty
-    group_widths: Stages = NonEmpty
+    depths: Depths = NonEmpty
+    widths: Widths = NonEmpty
+    bottleneck_ratios: Annotated[tuple[Ratio, ...], Field(max_length=MAX_STAGES)] = NonEmpty
+    group_widths: Widths = NonEmpty
     se_ratio: float = Field(default=0.0, ge=0, lt=1, description="AnyNetY: 0.25")
     stem: StemKind = Field(default="simple", description="simple: 3x3/2 conv (the paper's)")
-    stem_width: PositiveInt = 32
-    first_stride: PositiveInt = Field(
+    stem_width: Width = 32
+    first_stride: Kernel = Field(
         default=2, description="stride of the first stage; the later ones have stride 2"
     )
 

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from nas.specs import ConvStage, Frozen, NetworkSpec, PoolStage, StageSpec
+from nas.errors import describe
+from nas.specs import (
+    MAX_STAGES,
+    Classes,
+    ConvStage,
+    Depth,
+    Frozen,
+    NetworkSpec,
+    Pixels,
+    PoolStage,
+    StageSpec,
+    Width,
+)
 
 
 class FamilySpec(Frozen):
     """A point in one family's design space; `lower()` gives the generic network."""
 
     family: str
-    in_channels: PositiveInt = 3
-    num_classes: PositiveInt = 1000
-    input_size: PositiveInt = 224
+    in_channels: Width = 3
+    num_classes: Classes = 1000
+    input_size: Pixels = 224
 
     def lower(self) -> NetworkSpec:
         """The generic network this spec describes."""
@@ -42,7 +54,12 @@ class FamilySpec(Frozen):
 
     @model_validator(mode="after")
     def _lowers(self) -> FamilySpec:
-        self.lower()  # shape and group checks live in NetworkSpec; errors name the stage
+        try:
+            self.lower()  # shape and group checks live in NetworkSpec; errors name the stage
+        except ValidationError as e:  # a field of a lowered stage: say so, not the family's
+            first = e.errors()[0]["loc"]
+            raise ValueError(f"lowered {e.title}.{describe(e)}" if first else describe(e)) \
+                from None
         return self
 
 
@@ -68,5 +85,6 @@ def same_length(**lists: tuple) -> None:
         raise ValueError(f"per-stage lists must have the same length: {shown}")
 
 
-Stages = tuple[PositiveInt, ...]
+Depths = Annotated[tuple[Depth, ...], Field(max_length=MAX_STAGES)]  # one per stage
+Widths = Annotated[tuple[Width, ...], Field(max_length=MAX_STAGES)]
 NonEmpty = Field(min_length=1)

@@ -5,31 +5,39 @@ AlexNet and GoogLeNet also take the fields that make them torchvision's (see the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from nas.families.base import FamilySpec
 from nas.specs import (
+    MAX_STAGES,
     ConvStage,
     DropoutStage,
     Frozen,
     InceptionStage,
+    Kernel,
     MLPConvStage,
     NetworkSpec,
+    Padding,
+    Pixels,
     PoolStage,
     StageSpec,
+    Units,
+    Width,
 )
+
+Hidden = Annotated[tuple[Units, ...], Field(max_length=MAX_STAGES)]
 
 
 class LeNetSpec(FamilySpec):
     """LeNet-5: two 5x5 conv + pool layers, then fully connected layers; BN optional."""
 
     family: Literal["lenet"] = "lenet"
-    input_size: PositiveInt = 28
-    widths: tuple[PositiveInt, ...] = Field(default=(6, 16), min_length=1)
-    kernel: PositiveInt = 5
-    hidden: tuple[PositiveInt, ...] = (120, 84)
+    input_size: Pixels = 28
+    widths: tuple[Width, ...] = Field(default=(6, 16), min_length=1, max_length=MAX_STAGES)
+    kernel: Kernel = 5
+    hidden: Hidden = (120, 84)
     act: Literal["sigmoid", "relu"] = "sigmoid"
     batch_norm: bool = True
     pool: Literal["avg", "max"] = "avg"
@@ -54,16 +62,16 @@ class AlexNetSpec(FamilySpec):
     """AlexNet: five convs (11x11/4, 5x5, 3x3 x3), three max-pools, 2 FC layers (the book's)."""
 
     family: Literal["alexnet"] = "alexnet"
-    widths: tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt, PositiveInt] = (
+    widths: tuple[Width, Width, Width, Width, Width] = (
         96, 256, 384, 384, 256,
     )
-    hidden: tuple[PositiveInt, ...] = (4096, 4096)
+    hidden: Hidden = (4096, 4096)
     dropout: float = Field(default=0.5, ge=0, lt=1)
     batch_norm: bool = False
     first_padding: int = Field(
         default=1, ge=0, le=5, description="padding of the 11x11/4 conv (torchvision: 2)"
     )
-    pool_size: PositiveInt | None = Field(
+    pool_size: Pixels | None = Field(
         default=None, description="adaptive average pool to NxN before the fc head (torchvision: 6)"
     )
     dropout_before: bool = Field(
@@ -95,8 +103,9 @@ class NiNSpec(FamilySpec):
     """Network in Network: mlpconv blocks (width, kernel, stride, padding), max-pools between."""
 
     family: Literal["nin"] = "nin"
-    blocks: tuple[tuple[PositiveInt, PositiveInt, PositiveInt, int], ...] = Field(
-        default=((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1)), min_length=1
+    blocks: tuple[tuple[Width, Kernel, Kernel, Padding], ...] = Field(
+        default=((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1)), min_length=1,
+        max_length=MAX_STAGES,
     )
     dropout: float = Field(default=0.5, ge=0, lt=1)
 
@@ -115,10 +124,10 @@ class NiNSpec(FamilySpec):
 class InceptionWidths(Frozen):
     """Branch widths of one inception block: c1, (c2 reduce, c2), (c3 reduce, c3), c4."""
 
-    c1: PositiveInt
-    c2: tuple[PositiveInt, PositiveInt]
-    c3: tuple[PositiveInt, PositiveInt]
-    c4: PositiveInt
+    c1: Width
+    c2: tuple[Width, Width]
+    c3: tuple[Width, Width]
+    c4: Width
 
 
 BOOK_INCEPTION = (
@@ -142,8 +151,8 @@ class GoogLeNetSpec(FamilySpec):
     """
 
     family: Literal["googlenet"] = "googlenet"
-    input_size: PositiveInt = 96
-    stem_widths: tuple[PositiveInt, PositiveInt, PositiveInt] = (64, 64, 192)
+    input_size: Pixels = 96
+    stem_widths: tuple[Width, Width, Width] = (64, 64, 192)
     groups: tuple[tuple[InceptionWidths, ...], ...] = Field(
         default=tuple(
             tuple(InceptionWidths(c1=a, c2=b, c3=c, c4=d) for a, b, c, d in g)

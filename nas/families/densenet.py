@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt
 
-from nas.families.base import FamilySpec, NonEmpty, Stages, StemKind, stem
-from nas.specs import DenseStage, NetworkSpec, NormActStage, StageSpec, TransitionStage
+from nas.families.base import FamilySpec, NonEmpty, StemKind, stem
+from nas.specs import (
+    MAX_STAGES,
+    DenseStage,
+    Layers,
+    NetworkSpec,
+    NormActStage,
+    StageSpec,
+    TransitionStage,
+    Width,
+)
 
 
 class DenseNetSpec(FamilySpec):
     """DenseNet: growth rate, block sizes, initial channels, transition compression."""
 
     family: Literal["densenet"] = "densenet"
-    growth_rate: PositiveInt = 32
-    block_sizes: Stages = NonEmpty
-    init_channels: PositiveInt = 64
+    growth_rate: Width = 32
+    block_sizes: Annotated[tuple[Layers, ...], Field(max_length=MAX_STAGES)] = NonEmpty
+    init_channels: Width = 64
     compression: float = Field(default=0.5, gt=0, le=1)
     bottleneck: bool = Field(default=True, description="DenseNet-BC: 1x1 conv before each 3x3")
     bn_size: PositiveInt = Field(default=4, description="bottleneck width = bn_size x growth_rate")

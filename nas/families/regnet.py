@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from nas.families.base import FamilySpec, StemKind, stem
-from nas.specs import NetworkSpec, ResidualStage
+from nas.specs import NetworkSpec, ResidualStage, Width
 
 
 def regnet_stages(
@@ -28,6 +28,8 @@ def regnet_stages(
     out = []
     for w, d in runs:  # group compatibility as torchvision's _adjust_widths_groups_compatibilty
         wb = int(w * ratio)
+        if wb < 1:
+            raise ValueError(f"stage width {w} x bottleneck_ratio {ratio} is below one channel")
         gw = min(group_width, wb)
         fitted = max(gw, int(wb + gw / 2) // gw * gw)
         fitted += gw if fitted < 0.9 * wb else 0
@@ -40,14 +42,14 @@ class RegNetSpec(FamilySpec):
 
     family: Literal["regnet"] = "regnet"
     depth: PositiveInt = Field(le=64)
-    w0: PositiveInt = Field(ge=8)
+    w0: Width = Field(ge=8)
     wa: float = Field(gt=0, le=256, description="slope; the RegNet paper samples 0 < wa < 256")
     wm: float = Field(gt=1, le=4)
-    group_width: PositiveInt
+    group_width: Width
     bottleneck_ratio: float = Field(default=1.0, gt=0, le=8)
     se_ratio: float = Field(default=0.0, ge=0, lt=1)
     stem: StemKind = Field(default="simple", description="simple: 3x3/2 (RegNet's own)")
-    stem_width: PositiveInt = 32
+    stem_width: Width = 32
 
     def lower(self) -> NetworkSpec:
         stages = stem(self.stem, self.stem_width)

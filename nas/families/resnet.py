@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
-from nas.families.base import FamilySpec, NonEmpty, Stages, StemKind, same_length, stem
-from nas.specs import NetworkSpec, ResidualStage
+from nas.families.base import Depths, FamilySpec, NonEmpty, StemKind, Widths, same_length, stem
+from nas.specs import NetworkSpec, ResidualStage, Width
 
 
 class ResNetSpec(FamilySpec):
     """ResNet: per-stage depths and output widths; stages after the first halve the size."""
 
     family: Literal["resnet"] = "resnet"
-    depths: Stages = NonEmpty
-    widths: Stages = NonEmpty
+    depths: Depths = NonEmpty
+    widths: Widths = NonEmpty
     block: Literal["basic", "bottleneck"] = "basic"
     bottleneck_ratio: float = Field(default=0.25, gt=0, le=8, description="bottleneck only")
     stem: StemKind = "imagenet"
-    stem_width: PositiveInt = 64
+    stem_width: Width = 64
     conv_bias: bool = Field(default=False, description="the book's convs have biases")
     shortcut_norm: bool = Field(default=True, description="BN after the 1x1 projection")
 
@@ -64,8 +64,8 @@ class ResNeXtSpec(ResNetSpec):
     family: Literal["resnext"] = "resnext"  # type: ignore[assignment]
     block: Literal["bottleneck"] = "bottleneck"
     bottleneck_ratio: float = Field(default=0.5, gt=0, le=8)
-    cardinality: PositiveInt | None = None
-    group_width: PositiveInt | None = None
+    cardinality: Width | None = None
+    group_width: Width | None = None
 
     @model_validator(mode="before")
     @classmethod

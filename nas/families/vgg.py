@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from nas.families.base import FamilySpec
-from nas.specs import ConvStage, NetworkSpec, PoolStage
+from nas.specs import MAX_STAGES, ConvStage, Layers, NetworkSpec, Pixels, PoolStage, Units, Width
 
 
 class VGGSpec(FamilySpec):
     """VGG as in the book: `conv_arch` is ((num_convs, channels), ...)."""
 
     family: Literal["vgg"] = "vgg"
-    conv_arch: tuple[tuple[PositiveInt, PositiveInt], ...] = Field(min_length=1)
+    conv_arch: tuple[tuple[Layers, Width], ...] = Field(min_length=1, max_length=MAX_STAGES)
     batch_norm: bool = False
     conv_bias: bool = True
     head: Literal["fc", "gap"] = "fc"
-    hidden: tuple[PositiveInt, ...] = (4096, 4096)
+    hidden: tuple[Units, ...] = Field(default=(4096, 4096), max_length=MAX_STAGES)
     dropout: float = Field(default=0.5, ge=0, lt=1)
-    pool_size: PositiveInt | None = Field(
+    pool_size: Pixels | None = Field(
         default=None, description="adaptive average pool to NxN before the fc head (torchvision: 7)"
     )
 

@@ -113,3 +113,28 @@ def compare_figure(comparison: Comparison) -> go.Figure:
         xaxis_title="validation error (1 - accuracy)", yaxis_title="cumulative fraction",
         yaxis_range=[0, 1.02], height=460)
     return fig
+
+
+def confirm_figure(frame: pd.DataFrame, noise: float | None) -> go.Figure:
+    """Confirmed against search accuracy per architecture (seed spread as error bars), the
+    identity line, and the band two single runs cannot be told apart within."""
+    fig = go.Figure()
+    low = float(min(frame["search_accuracy"].min(), frame["confirmed_accuracy"].min()))
+    high = float(max(frame["search_accuracy"].max(), frame["confirmed_accuracy"].max()))
+    fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="identity",
+                             line={"dash": "dot", "color": "gray"}))
+    for group, part in frame.groupby("group", sort=True):
+        fig.add_trace(go.Scatter(
+            x=part["search_accuracy"].tolist(), y=part["confirmed_accuracy"].tolist(),
+            error_y={"type": "data", "array": part["seed_std"].fillna(0).tolist()},
+            mode="markers", name=str(group), customdata=part["trial"].tolist(),
+            marker={"symbol": ["star" if f else "circle" for f in part["on_confirmed_front"]],
+                    "size": 11},
+            hovertemplate="trial %{customdata}<br>search %{x:.4f}<br>confirmed %{y:.4f}"
+                          "<extra>%{fullData.name}</extra>"))
+    title = "Search against confirmed validation accuracy (stars: confirmed front)"
+    if noise is not None:
+        title += f"; seed noise {noise:.4f}"
+    fig.update_layout(title=title, xaxis_title="accuracy at the search budget",
+                      yaxis_title="mean accuracy at the confirmation budget", height=460)
+    return fig

@@ -13,8 +13,11 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from nas.analysis.confirmation import ConfirmSummary
+from nas.analysis.figures import rule_edf_figure, rule_effect_figure
 from nas.errors import UserError
 from nas.report import figures
+from nas.report.confirmation import confirmation_frame, linked_summary, within_noise
 from nas.report.frames import (
     Comparison,
     edf_frame,
@@ -85,8 +88,9 @@ def summary_block(study: optuna.Study, trials: list[StudyTrial]) -> str:
     return table(pd.DataFrame(rows, columns=["setting", "value"]))
 
 
-def front_table(frame: pd.DataFrame) -> str:
-    """The study's own Pareto front (over all its objectives) as a table."""
+def front_table(frame: pd.DataFrame, summary: ConfirmSummary | None = None) -> str:
+    """The study's own Pareto front (over all its objectives) as a table; once a confirmation
+    measured the seed noise, neighbours it cannot tell apart are marked."""
     front = frame[frame["on_front"]].sort_values("val_accuracy", ascending=False)
     if front.empty:
         return '<p class="note">no trained feasible trial yet: no front</p>'
@@ -94,7 +98,82 @@ def front_table(frame: pd.DataFrame) -> str:
     shown = front[cols].rename(columns={"number": "trial", "val_accuracy": "val acc",
                                         "latency_ms": "latency ms", "spec_hash": "hash"})
     shown = shown.astype({"params": "Int64", "macs": "Int64"}).astype(object)
-    return table(shown.where(shown.notna(), ""))
+    note = ""
+    if summary is not None and summary.noise is not None:
+        close = within_noise(front["val_accuracy"].tolist(), summary.noise)
+        shown["≈ neighbour"] = ["≈" if c else "" for c in close]
+        note = (f'<p class="note">≈: within the seed noise of a neighbour on the front (noise '
+                f"{summary.noise_std:.4f} from {html.escape(summary.confirm_study)}): the "
+                f"search cannot order these two.</p>")
+    return table(shown.where(shown.notna(), "")) + note
+
+
+def confirmation_block(summary: ConfirmSummary | None) -> list[str]:
+    """The confirmation section: findings, search against confirmed accuracy, the table."""
+    if summary is None:
+        return ["<h2>Confirmation</h2>", '<p class="note">not confirmed yet: `nas confirm '
+                "--study ...` retrains the front and a control group at a larger budget with "
+                "several seeds, and tells how far this ranking can be trusted.</p>"]
+    frame = confirmation_frame(summary)
+    findings = [("runs", f"{summary.runs_done} of {summary.runs_total}"),
+                ("budget", ", ".join(f"{k} {v}" for k, v in summary.budget.items()))]
+    for c in (summary.spearman, summary.kendall):
+        if c is not None:
+            findings.append((c.statistic, f"{c.value:+.3f} [{c.low:+.3f}, {c.high:+.3f}] "
+                                          f"(n={c.n})"))
+    if summary.noise_std is not None:
+        findings.append(("seed noise", f"{summary.noise_std:.4f} ({summary.noise_dof} dof)"))
+    findings += [("front kept", ", ".join(map(str, summary.front_kept)) or "-"),
+                 ("front dropped", ", ".join(map(str, summary.front_dropped)) or "-")]
+    if summary.best is not None:
+        findings.append(("confirmed best", f"trial {summary.best.trial}: "
+                                           f"{summary.best.mean:.4f}"))
+    blocks = ["<h2>Confirmation</h2>",
+              table(pd.DataFrame(findings, columns=["finding", "value"]))]
+    if frame["confirmed_accuracy"].notna().any():
+        blocks.append(figure_block(figures.confirm_figure(frame, summary.noise_std), "confirm"))
+    blocks.append(table(frame.astype(object).where(frame.notna(), "")))
+    return blocks
+
+
+def note(text: str) -> str:
+    """A paragraph in the note style (text escaped)."""
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def effects_table(frame: pd.DataFrame) -> str:
+    """The rule table: rule, verdict, effect and interval, models on each side, why untested."""
+    shown = frame[["rule", "verdict", "effect", "low", "high", "n_satisfied", "n_violated",
+                   "reason"]].rename(columns={"n_satisfied": "satisfy", "n_violated": "violate",
+                                              "reason": "why not tested"})
+    return table(shown.astype(object).where(shown.notna(), ""))
+
+
+def rules_section(study: optuna.Study, trials: list[StudyTrial]) -> list[str]:
+    """Design rules: the rule table and its figures, or a note saying why there are none."""
+    from nas.analysis.study import analyse_study
+
+    cost = next((c for c in study_costs(study) if c in ("params", "macs")), "params")
+    try:
+        analysis = analyse_study(study, cost, trials=trials)
+    except UserError as e:  # too few models: one line, as `nas analyze` says it
+        return [note(f"No rule tests: {e}.")]
+    check = analysis.sampler
+    if check.random is False:
+        return [note(f"No rule tests: {check.message}. Run the space again with "
+                     f"--sampler random to test design rules.")]
+    effects = analysis.effects
+    intro = (f"Does following a design rule lower the error at the same {cost}? For each rule, "
+             f"the models that keep it and those that break it, reweighted to the same "
+             f"{cost} distribution; effect = mean error of violators - of satisfiers, with a "
+             f"{effects.confidence:.0%} bootstrap interval ({effects.n_boot} resamples). "
+             f"nas analyze prints this table; nas refine writes the space with the rules "
+             f"that help. See docs/analysis.md.")
+    warnings = [note(f"Warning: {w}.") for w in (check.message, analysis.stopped_warning()) if w]
+    return [note(intro), *warnings,
+            effects_table(effects.table),
+            figure_block(rule_effect_figure(effects), "rule-effects"),
+            figure_block(rule_edf_figure(effects), "rule-edfs")]
 
 
 def report_html(study: optuna.Study) -> str:
@@ -105,6 +184,7 @@ def report_html(study: optuna.Study) -> str:
     done = evaluated(frame)
     imp = (f'<p class="note">{html.escape(importances.note)}</p>' if importances.note
            else figure_block(figures.importance_figure(importances), "importance"))
+    confirmation = linked_summary(study)
     return page(f"nas study {study.study_name}", [
         summary_block(study, trials),
         "<h2>Pareto front</h2>",
@@ -112,12 +192,14 @@ def report_html(study: optuna.Study) -> str:
         "and that cost. Hover a point for its spec. The table lists the study's front over "
         "all its objectives.</p>",
         figure_block(figures.pareto_figure(frame, study_costs(study)), "pareto"),
-        front_table(frame),
+        front_table(frame, confirmation),
+        *confirmation_block(confirmation),
         "<h2>Optimisation history</h2>",
         figure_block(figures.history_figure(history_frame(frame)), "history"),
         "<h2>Parameter importances</h2>", imp,
         "<h2>EDF of errors</h2>", f'<p class="note">{EDF_NOTE}</p>',
         figure_block(figures.edf_figure(edf_frame(done["error"]), study.study_name), "edf"),
+        "<h2>Design rules</h2>", *rules_section(study, trials),
     ])
 
 

@@ -6,23 +6,31 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from nas.cost import measure
+from nas.cost import MetaCost, check_limits
 from nas.data import DataSplits
+from nas.device import memory_limit
 from nas.errors import SpecError, Terminated, UserError
 from nas.hashing import content_hash
 from nas.search.pruning import CostAwareHalving, Peer
 from nas.search.space import SAMPLING, SearchSpace
+from nas.search.trials import ResultHeld
 from nas.study import COSTS, OBJECTIVE_FIELDS, StudyTrial, TrialRecord, study_trials, write_trial
+from nas.study.outage import StorageBroken, StorageUnavailable, impatient
+from nas.study.record import record_part
 from nas.train import Budget, EpochStats, FitResult, TrainConfig, fit, latency_ms, seeded_build
+from nas.train.checkpoint import CheckpointError
 
+T = TypeVar("T")
 RESULT_FIELDS = ("val_accuracy", "curve", "loss_curve", "wall_time_s", "images_per_second",
                  "epochs_run", "steps", "seed", "device", "environment", "trained")
 
@@ -42,6 +50,7 @@ class TrialSettings:
     device: str
     max_params: int | None = None
     max_macs: int | None = None
+    max_memory: int | None = None  # per trial; None: what the device has free
     early_stop: bool = True
     halving: CostAwareHalving = field(default_factory=CostAwareHalving)
     checkpoint_dir: Path | None = None
@@ -77,72 +86,44 @@ class Objective:
             fail(trial, "invalid_spec", str(e))
         write_trial(trial, spec=spec.model_dump(mode="json"), spec_hash=spec.content_hash(),
                     family=spec.family, budget_key=self.settings.budget_key())
-        try:
-            return self._run(trial, spec)
-        except torch.OutOfMemoryError:
-            release_memory()
-            fail(trial, "oom", "out of memory; memory released")
-        except UserError as e:
-            fail(trial, "data_error", str(e))
-        except KeyboardInterrupt as e:  # the trial is told FAIL; it says why
-            with contextlib.suppress(Exception):
-                write_trial(trial, reason="terminated" if isinstance(e, Terminated)
-                            else "interrupted")
-            raise
-        raise AssertionError("unreachable")
+        return guarded(trial, lambda: self._run(trial, spec))
 
     def _run(self, trial: optuna.Trial, spec: Any) -> float | tuple[float, ...]:
         s = self.settings
-        model = seeded_build(spec, s.config.seed)  # as `nas train` builds it, for export
-        cost = measure(model, spec.in_channels, spec.input_size).as_dict()
-        cost["latency_ms"] = latency_ms(
-            model, (1, spec.in_channels, spec.input_size, spec.input_size), s.device)
-        record = write_trial(trial, **cost)
-        over = self._gate(trial, record)
+        costs = MetaCost(spec, s.budget.batch_size, s.config.optimizer)  # allocates nothing
+        over = self._gate(trial, costs)
         if over:
-            write_trial(trial, trained=False, reason=over)
+            record = write_trial(trial, **costs.figures(), trained=False, reason=over)
             return self._values(record, 0.0)
+        model = seeded_build(spec, s.config.seed)  # as `nas train` builds it, for export
+        record = write_trial(trial, **costs.figures(measure_all=True), latency_ms=latency_ms(
+            model, (1, spec.in_channels, spec.input_size, spec.input_size), s.device))
         reused = find_reusable(trial, spec.content_hash(), s.budget_key())
         if reused is not None:
             copy_result(trial, reused)
             return self._values(record, reused.record.val_accuracy)
-        checkpoint = self._checkpoint(trial, spec.content_hash())
-        result = fit(model.to(s.device), self.data, s.budget, s.config,
-                     on_epoch=self._on_epoch(trial, record), checkpoint_path=checkpoint)
-        del model
-        if checkpoint is not None:
-            checkpoint.unlink(missing_ok=True)
-        record_result(trial, result)
-        if result.stopped == "non_finite_loss":
-            fail(trial, "non_finite_loss", "the loss became NaN or infinite")
-        if result.stopped == "on_epoch":
-            raise optuna.TrialPruned(TrialRecord.from_trial(trial).reason or "early_stopped")
-        return self._values(record, result.val_accuracy)
+        checkpoint = checkpoint_path(trial, s.checkpoint_dir, spec.content_hash())
+        return train_and_record(trial, model.to(s.device), self.data, s.budget, s.config,
+                                checkpoint, self._on_epoch(trial, record),
+                                lambda accuracy: self._values(record, accuracy))
 
-    def _checkpoint(self, trial: optuna.Trial, spec_hash: str) -> Path | None:
-        """Per-epoch checkpoint, named after the first try so a retried trial resumes it."""
-        if self.settings.checkpoint_dir is None:
-            return None
-        first = first_try(trial)
-        self.settings.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        return self.settings.checkpoint_dir / f"trial-{first}-{spec_hash}.pt"
-
-    def _gate(self, trial: optuna.Trial, cost: TrialRecord) -> str | None:
-        """Sets the cost constraints (<= 0 feasible); a reason when over a limit."""
-        reasons = []
-        for name, limit in (("params", self.settings.max_params),
-                            ("macs", self.settings.max_macs)):
-            if limit is None:
-                continue
-            value = cost.objective(name) or 0.0
-            trial.set_constraint(f"max_{name}", value - limit)
-            if value > limit:
-                reasons.append(f"{name} {value:,.0f} > max {limit:,}")
-        return f"over_budget: {'; '.join(reasons)}" if reasons else None
+    def _gate(self, trial: optuna.Trial, costs: MetaCost) -> str | None:
+        """Sets the cost constraints (<= 0 feasible), checked on the meta estimate cheapest
+        first; a reason when over a limit (memory: --max-memory, else the device's free)."""
+        s = self.settings
+        checks = check_limits(costs, s.max_params, s.max_macs, memory_limit(s.device, s.max_memory))
+        for check in checks:
+            trial.set_constraint(f"max_{check.name}", float(check.excess))
+        over = [c.text for c in checks if c.excess > 0]
+        return f"over_budget: {'; '.join(over)}" if over else None
 
     def _values(self, cost: TrialRecord, accuracy: float | None) -> float | tuple[float, ...]:
-        out = [float(accuracy or 0.0) if o == "accuracy" else float(cost.objective(o) or 0.0)
-               for o in self.settings.objectives]
+        """Objective values; a cost a gated trial did not measure counts as infinite, so the
+        sampler never takes it for a cheap point."""
+        out = []
+        for o in self.settings.objectives:
+            value = (accuracy or 0.0) if o == "accuracy" else cost.objective(o)
+            out.append(math.inf if value is None else float(value))
         return out[0] if len(out) == 1 else tuple(out)
 
     def _on_epoch(self, trial: optuna.Trial, cost: TrialRecord):  # noqa: ANN202
@@ -170,14 +151,73 @@ class Objective:
         return on_epoch
 
 
-def record_result(trial: optuna.Trial, result: FitResult) -> None:
-    """A finished fit's figures on the trial."""
+def guarded(trial: optuna.Trial, body: Callable[[], T]) -> T:
+    """Runs a trial's body: what one trial can fail on (out of memory, a data error) fails it
+    with a reason and the study goes on; what every trial would fail on (the storage, a disk
+    that cannot take a checkpoint) propagates; an interrupt says why it ended."""
+    try:
+        return body()
+    except (StorageUnavailable, StorageBroken, CheckpointError):
+        raise  # not this trial's fault, and the next would fail alike: the search stops
+    except torch.OutOfMemoryError:
+        release_memory()
+        fail(trial, "oom", "out of memory; memory released")
+    except UserError as e:
+        fail(trial, "data_error", str(e))
+    except KeyboardInterrupt as e:  # the trial is told FAIL; it says why
+        with contextlib.suppress(Exception), impatient(trial.study._storage):  # noqa: SLF001
+            write_trial(trial, reason="terminated" if isinstance(e, Terminated)
+                        else "interrupted")
+        raise
+    raise AssertionError("unreachable")
+
+
+def train_and_record(trial: optuna.Trial, model: Any, data: DataSplits, budget: Budget,
+                     config: TrainConfig, checkpoint: Path | None,
+                     on_epoch: Callable[[EpochStats], bool] | None,
+                     values_of: Callable[[float], Any]) -> Any:
+    """Trains, records the result (kept on disk if the storage cannot take it) and returns the
+    trial's values; a stopped run is pruned, a non-finite loss fails the trial."""
+    result = fit(model, data, budget, config, on_epoch=on_epoch, checkpoint_path=checkpoint)
+    del model
+    if result.stopped == "non_finite_loss":
+        record_result(trial, result)
+        fail(trial, "non_finite_loss", "the loss became NaN or infinite")
+    pruned = result.stopped == "on_epoch"
+    values = None if pruned else values_of(result.val_accuracy)
+    try:
+        record_result(trial, result)
+    except (StorageUnavailable, StorageBroken) as e:  # the result is kept, not thrown away
+        state = TrialState.PRUNED if pruned else TrialState.COMPLETE
+        raise ResultHeld(e, state, values, result_fields(result).to_attrs()) from None
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    if pruned:
+        raise optuna.TrialPruned(TrialRecord.from_trial(trial).reason or "early_stopped")
+    return values
+
+
+def checkpoint_path(trial: optuna.Trial, folder: Path | None, name: str) -> Path | None:
+    """Per-epoch checkpoint, named after the first try so a retried trial resumes it."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"trial-{first_try(trial)}-{name}.pt"
+
+
+def result_fields(result: FitResult) -> TrialRecord:
+    """A finished fit's figures as record fields."""
     r = result.as_dict()
-    write_trial(trial, trained=True, **{k: r.get(k) for k in (
+    return record_part(trained=True, **{k: r.get(k) for k in (
         "val_accuracy", "wall_time_s", "images_per_second", "epochs_run", "steps", "seed",
         "device", "environment", "stopped")}, resumed_epochs=result.resumed_from_epoch,
         curve=[e.val_accuracy for e in result.curve],
         loss_curve=[e.train_loss for e in result.curve])
+
+
+def record_result(trial: optuna.Trial, result: FitResult) -> None:
+    """A finished fit's figures on the trial."""
+    write_trial(trial, **result_fields(result).to_attrs())
 
 
 def fail(trial: optuna.Trial, reason: str, detail: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -19,11 +20,15 @@ from nas.search.objective import Objective, TrialFailure, TrialSettings
 from nas.search.samplers import check_sampler, make_sampler
 from nas.search.space import SAMPLING, SearchSpace
 from nas.search.trials import run_trials
+from nas.sizes import format_bytes
 from nas.study import COSTS, StudySettings, TrialRecord, directions, study_trials
+from nas.study.outage import DEFAULT_RETRY_S, RetryPolicy
+from nas.study.pending import flush_pending
 from nas.study.storage import default_storage, mask_url, open_storage, sqlite_path
 from nas.train import Budget, TrainConfig, search_budget
 
 log = logging.getLogger("nas.search")
+Notify = Callable[[str], None]
 
 
 @dataclass
@@ -46,11 +51,13 @@ class SearchRequest:
     sampler_seed: int | None = None  # None: the training seed (`seed`)
     max_params: int | None = None
     max_macs: int | None = None
+    max_memory: int | None = None  # bytes per trial; None: what the device has free
     device: str = "cpu"
     early_stop: bool = True
     max_failures: int = 5
     worker_index: int = 0
     threads: int = 1
+    storage_retry: float = DEFAULT_RETRY_S  # seconds a lost storage connection is waited for
 
     @property
     def study_name(self) -> str:
@@ -69,6 +76,8 @@ def check_request(req: SearchRequest) -> None:
     for name in ("max_failures", "threads"):
         if getattr(req, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if req.storage_retry < 0:
+        raise UserError(f"--storage-retry must be 0 or more seconds, got {req.storage_retry:g}")
     check_objectives(req.objectives)
     req.space.check()
 
@@ -107,7 +116,8 @@ def trial_settings(req: SearchRequest, budget: dict[str, Any]) -> TrialSettings:
         budget=Budget(epochs=budget["epochs"], subset=budget["subset"],
                       batch_size=budget["batch_size"]),
         config=config, dataset=budget["dataset"], device=req.device,
-        max_params=req.max_params, max_macs=req.max_macs, early_stop=req.early_stop,
+        max_params=req.max_params, max_macs=req.max_macs, max_memory=req.max_memory,
+        early_stop=req.early_stop,
         checkpoint_dir=checkpoint_dir(req),
     )
 
@@ -143,11 +153,20 @@ def check_resume(req: SearchRequest, recorded: StudySettings) -> None:
                         f"this run asks for {','.join(req.objectives)}: use another --study")
 
 
-def open_search_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]:
-    """Create or resume the study; refuse a resume with another space or objectives."""
+def open_search_study(req: SearchRequest, notify: Notify | None = None, worker: bool = False,
+                      ) -> tuple[optuna.Study, dict[str, Any]]:
+    """Create or resume the study; refuse a resume with another space or objectives. Results
+    held through an earlier storage outage are written first.
+
+    Storage calls wait out outages up to `req.storage_retry` s, each outage announced once
+    through `notify`; a worker (`worker`) also waits for its first connection.
+    """
     # nas reports failed trials itself, with their reason; optuna's warnings carry tracebacks
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = open_storage(req.storage_url)
+    policy = RetryPolicy(limit_s=req.storage_retry)
+    if notify is not None:
+        policy.notify = notify
+    storage = open_storage(req.storage_url, retry=policy, wait_to_open=worker)
     try:
         existing = optuna.load_study(study_name=req.study_name, storage=storage)
     except KeyError:
@@ -172,10 +191,11 @@ def open_search_study(req: SearchRequest) -> tuple[optuna.Study, dict[str, Any]]
         StudySettings(
             space=req.space.name, space_hash=req.space.content_hash(),
             space_definition=req.space.model_dump(mode="json"), sampling=SAMPLING,
-            objectives=list(req.objectives),
+            objectives=list(req.objectives), sampler=req.sampler,
             nas_version=__version__, train_config=asdict(trial_settings(req, budget).config),
             **budget,
         ).write(study)
+    flush_pending(study, req.storage_url)
     return study, budget
 
 
@@ -202,6 +222,7 @@ def last_reason(study: optuna.Study) -> str:
 def run_search(
     req: SearchRequest, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     on_start: Callable[[optuna.Study, dict[str, Any]], None] | None = None,
+    notify: Notify | None = None, worker: bool = False,
 ) -> optuna.Study:
     """Run trials until the study holds `req.trials` finished (complete or pruned) trials."""
     import torch
@@ -209,18 +230,19 @@ def run_search(
     from nas.data import load_data
 
     check_request(req)
-    study, budget = open_search_study(req)
+    study, budget = open_search_study(req, notify, worker)
     if not req.device.startswith("cuda"):
         torch.set_num_threads(req.threads)
     data = load_data(budget["dataset"], req.data_dir, req.device, seed=budget["seed"])
     sampling = StudySettings.from_study(study).sampling_scheme  # old studies keep theirs
     objective = Objective(req.space, data, replace(trial_settings(req, budget), sampling=sampling))
+    gc.freeze()  # long-lived objects (torch, the data): the collection after each trial skips them
     if on_start:
         on_start(study, budget)
     guard = FailureGuard(req.max_failures)
     callbacks = [guard, on_trial] if on_trial else [guard]
     run_trials(study, objective, req.trials, callbacks, catch=(TrialFailure,),
-               should_stop=lambda: guard.tripped)
+               should_stop=lambda: guard.tripped, url=req.storage_url)
     if guard.tripped:
         raise SearchStopped(f"{guard.count} consecutive trials failed (last reason: "
                             f"{last_reason(study)}); stopping. See `nas report --study "
@@ -231,7 +253,8 @@ def run_search(
 def describe_budget(budget: dict[str, Any], req: SearchRequest) -> str:
     parts = [f"{k}={v}" for k, v in budget.items() if v is not None]
     limits = [f"max_params={req.max_params:,}" if req.max_params else "",
-              f"max_macs={req.max_macs:,}" if req.max_macs else ""]
+              f"max_macs={req.max_macs:,}" if req.max_macs else "",
+              f"max_memory={format_bytes(req.max_memory)}" if req.max_memory else ""]
     return " ".join(parts + [x for x in limits if x] + [f"device={req.device}",
                                                          f"storage={mask_url(req.storage_url)}"])
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import optuna
 from pydantic import Field, ValidationError, model_validator
 
 from nas.errors import SpecError, describe
@@ -16,6 +15,9 @@ from nas.hashing import content_hash
 from nas.io import parse_spec, read_document
 from nas.resources import space_files
 from nas.specs import Frozen
+
+if TYPE_CHECKING:  # `nas spaces` lists spaces without waiting for optuna
+    import optuna
 
 FAMILY_CLASSES = {f.model_fields["family"].default: f for f in FAMILIES}
 Scalar = int | float | str | bool

@@ -1,44 +1,64 @@
 """The trial loop: ask, run the objective under a heartbeat, tell; nas's own instead of
 `Study.optimize`, so that every outcome is decided by exception type and state, not by the
-wording of Optuna's errors, and so that storage errors can be handled around each call."""
+wording of Optuna's errors, and so that a storage outage cannot lose a finished result.
+
+Before each trial, trials whose worker died are failed and their retry queued: at once for a
+dead process on this host, after the heartbeat's grace for other hosts.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning, TrialPruned, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.study import finished_count
+from nas.study import finished_count, write_trial
+from nas.study.liveness import fail_dead_trials, this_worker
+from nas.study.outage import StorageBroken, StorageUnavailable, backend, impatient
+from nas.study.pending import PendingResult, save_pending
 
 log = logging.getLogger("nas.search")
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 Objective = Callable[[optuna.Trial], float | Sequence[float]]
+STORAGE_DOWN = (StorageUnavailable, StorageBroken)
+
+
+class ResultHeld(Exception):
+    """A trial finished but its result could not be written: the loop keeps it on disk."""
+
+    def __init__(self, cause: Exception, state: TrialState, values: Any = None,
+                 attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(str(cause))
+        self.cause, self.state, self.values, self.attrs = cause, state, values, attrs or {}
 
 
 class Heartbeat:
     """Records a running trial's heartbeat every interval in a thread (a no-op without
-    heartbeats); a failed write is logged, never printed as a traceback."""
+    heartbeats); a missed beat is neither retried nor printed: the next one follows."""
 
     def __init__(self, storage: BaseStorage, trial_id: int) -> None:
-        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.storage = backend(storage)
+        interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
+        self.trial_id, self.interval = trial_id, interval
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True, name="nas-heartbeat")
 
     def _beat(self) -> None:
+        beat = getattr(self.storage, "beat", None) or self.storage.record_heartbeat  # type: ignore[attr-defined]
         while True:
             try:
-                self.storage.record_heartbeat(self.trial_id)  # type: ignore[attr-defined]
-            except Exception as e:  # noqa: BLE001  a lost beat is retried at the next interval
-                log.warning("heartbeat of trial id %d not recorded: %s", self.trial_id,
-                            str(e).splitlines()[0] if str(e) else type(e).__name__)
+                beat(self.trial_id)
+            except Exception as e:  # noqa: BLE001  the worker's own calls report outages
+                log.debug("heartbeat of trial id %d not recorded: %s", self.trial_id, e)
             if self.stop.wait(self.interval):
                 return
 
@@ -54,25 +74,48 @@ class Heartbeat:
 
 
 def heartbeat_enabled(storage: BaseStorage) -> bool:
-    return bool(getattr(storage, "get_heartbeat_interval", lambda: None)())
+    return bool(getattr(backend(storage), "get_heartbeat_interval", lambda: None)())
 
 
-def run_trial(study: optuna.Study, objective: Objective,
-              catch: tuple[type[Exception], ...]) -> FrozenTrial | None:
-    """Runs one trial to its end and returns it as stored; None when another worker failed it
-    as stale while it ran (its retry runs elsewhere). Exceptions not in `catch` propagate after
-    the trial is told FAIL."""
-    storage = study._storage  # noqa: SLF001  Optuna has no public accessor; ids are storage-level
+def fail_abandoned(study: optuna.Study) -> None:
+    """Fails (and queues the retry of) trials whose worker died: dead processes on this host
+    at once, other hosts' trials once their heartbeat is older than the grace period."""
     with warnings.catch_warnings():
-        # nas runs the heartbeat itself (Heartbeat below), so Optuna's advice does not apply
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
         warnings.simplefilter("ignore", ExperimentalWarning)
-        if heartbeat_enabled(storage):
-            fail_stale_trials(study)  # stale trials of dead workers: failed, retries queued
-        trial = study.ask()
+        if heartbeat_enabled(study._storage):  # noqa: SLF001
+            fail_dead_trials(study)
+            fail_stale_trials(study)
+
+
+def ask(study: optuna.Study, queued_only: bool = False) -> optuna.Trial | None:
+    """The next trial (a queued one first: retries, enqueued jobs), recorded as run by this
+    process; with `queued_only`, None when the queue is empty (no new trial is created)."""
+    fail_abandoned(study)
+    if queued_only:
+        trial_id = study._pop_waiting_trial_id()  # noqa: SLF001  ask() would create a trial
+        if trial_id is None:
+            return None
+        trial = optuna.Trial(study, trial_id)
+    else:
+        with warnings.catch_warnings():
+            # nas runs the heartbeat itself (Heartbeat above): Optuna's advice does not apply
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+            trial = study.ask()
+    write_trial(trial, worker=this_worker())
+    return trial
+
+
+def run_trial(study: optuna.Study, objective: Objective, catch: tuple[type[Exception], ...],
+              url: str = "", trial: optuna.Trial | None = None) -> FrozenTrial | None:
+    """Runs one trial (`trial`, else a new one) to its end and returns it as stored; None when
+    another worker failed it as stale while it ran (its retry runs elsewhere). Exceptions not
+    in `catch` propagate after the trial is told FAIL; a result that cannot be written is kept
+    on disk (`url` says where) before the storage error propagates."""
+    trial = trial or ask(study)
+    assert trial is not None
     values, state = None, TrialState.FAIL
     try:
-        with Heartbeat(storage, trial._trial_id):  # noqa: SLF001
+        with Heartbeat(study._storage, trial._trial_id):  # noqa: SLF001
             try:
                 values, state = objective(trial), TrialState.COMPLETE
             except TrialPruned:
@@ -81,10 +124,22 @@ def run_trial(study: optuna.Study, objective: Objective,
                 state = TrialState.FAIL
     except UpdateFinishedTrialError:
         return taken_over(trial)
+    except ResultHeld as held:
+        hold(study, url, trial, held.state, held.values, held.attrs)
+        raise held.cause from None
+    except STORAGE_DOWN:
+        raise  # nothing can be told now; the next run fails the trial at once (dead worker)
     except BaseException:
-        tell(study, trial, None, TrialState.FAIL)
+        with contextlib.suppress(*STORAGE_DOWN, UpdateFinishedTrialError), \
+                impatient(study._storage):  # noqa: SLF001  on its way out: no long waits
+            tell(study, trial, None, TrialState.FAIL)
         raise
-    return tell(study, trial, values, state)
+    try:
+        return tell(study, trial, values, state)
+    except STORAGE_DOWN:
+        if state != TrialState.FAIL:
+            hold(study, url, trial, state, values, {})
+        raise
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, values: object,
@@ -97,6 +152,21 @@ def tell(study: optuna.Study, trial: optuna.Trial, values: object,
     return frozen
 
 
+def hold(study: optuna.Study, url: str, trial: optuna.Trial, state: TrialState, values: Any,
+         attrs: dict[str, Any]) -> None:
+    """Keeps a finished trial's result on local disk for the next run to write."""
+    values = list(values) if isinstance(values, (list, tuple)) else (
+        None if values is None else [values])
+    result = PendingResult(study=study.study_name, trial_id=trial._trial_id,  # noqa: SLF001
+                           number=trial.number, state=state.name, values=values, attrs=attrs)
+    try:
+        where = save_pending(url, result)
+    except OSError as e:
+        log.error("trial %d: its result could not be kept either (%s)", trial.number, e)
+        return
+    log.warning("trial %d: result kept in %s; the next run writes it", trial.number, where)
+
+
 def taken_over(trial: optuna.Trial) -> None:
     log.warning("trial %d was failed by another worker as stale (its heartbeat was late); "
                 "its retry runs there, this worker goes on with a new trial", trial.number)
@@ -105,15 +175,27 @@ def taken_over(trial: optuna.Trial) -> None:
 
 def run_trials(study: optuna.Study, objective: Objective, target: int,
                callbacks: Sequence[Callback] = (), catch: tuple[type[Exception], ...] = (),
-               should_stop: Callable[[], bool] = lambda: False) -> None:
+               should_stop: Callable[[], bool] = lambda: False, url: str = "") -> None:
     """Trials until the study holds `target` finished (complete or pruned) trials, or
     `should_stop()`; each finished trial is passed to the callbacks."""
     while finished_count(study) < target and not should_stop():
-        frozen = run_trial(study, objective, catch)
-        gc.collect()
-        if frozen is not None:
-            for callback in callbacks:
-                callback(study, frozen)
+        finish(study, run_trial(study, objective, catch, url), callbacks)
 
 
-__all__ = ["Heartbeat", "run_trial", "run_trials"]
+def run_queue(study: optuna.Study, objective: Objective, callbacks: Sequence[Callback] = (),
+              catch: tuple[type[Exception], ...] = (), url: str = "",
+              should_stop: Callable[[], bool] = lambda: False) -> None:
+    """The study's queued trials, until none is left (several workers share the queue) or
+    `should_stop()`."""
+    while not should_stop() and (trial := ask(study, queued_only=True)) is not None:
+        finish(study, run_trial(study, objective, catch, url, trial), callbacks)
+
+
+def finish(study: optuna.Study, frozen: FrozenTrial | None, callbacks: Sequence[Callback]) -> None:
+    gc.collect()
+    if frozen is not None:
+        for callback in callbacks:
+            callback(study, frozen)
+
+
+__all__ = ["Heartbeat", "ResultHeld", "run_queue", "run_trial", "run_trials"]

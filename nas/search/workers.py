@@ -3,9 +3,12 @@ dies takes none of the others with it, and every worker dies with its parent."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import math
 import multiprocessing as mp
 import os
+import queue
 import signal
 import sys
 import time
@@ -25,6 +28,7 @@ from nas.search.run import (
     open_search_study,
     run_search,
 )
+from nas.study.outage import StorageBroken, StorageUnavailable
 
 
 def raise_terminated(signum: int, frame: object) -> None:
@@ -40,20 +44,54 @@ def die_with_parent(parent: int) -> None:
         raise Terminated()
 
 
-def _worker(req: SearchRequest, index: int, parent: int) -> None:
-    """One worker process with its own storage connection."""
-    signal.signal(signal.SIGTERM, raise_terminated)
+WorkerTarget = Callable[[Any, int, Callable[[str], None]], None]
+
+
+def search_worker(req: SearchRequest, index: int, notify: Callable[[str], None]) -> None:
+    """A search worker: trials of the shared study until its target is reached."""
     req = replace(req, device=worker_device(req.device, index), worker_index=index)
+    run_search(req, notify=notify, worker=True)
+
+
+def _worker(target: WorkerTarget, request: Any, index: int, parent: int,
+            messages: mp.Queue) -> None:
+    """One worker process with its own storage connection; notices and its error (one line)
+    go to the parent, which shows each once however many workers send it."""
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         die_with_parent(parent)
-        run_search(req)
+        target(request, index, lambda text: messages.put(("notice", text)))
     except Terminated:
         raise SystemExit(143) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except UserError as e:
-        print(f"nas: worker {index}: error: {e}", file=sys.stderr, flush=True)
+        messages.put(("error", str(e)))
         raise SystemExit(2) from None
+
+
+class Messages:
+    """What the workers said: errors kept for the end, and notices shown once per outage
+    (every worker sees the same outage, each in its own words: one line for all of them)."""
+
+    def __init__(self, queue: mp.Queue, notify: Callable[[str], None] | None,
+                 quiet_s: float = 30.0) -> None:
+        self.queue, self.notify, self.quiet_s = queue, notify, quiet_s
+        self.errors: list[str] = []
+        self.last_notice = -math.inf
+
+    def drain(self) -> None:
+        while True:
+            try:
+                kind, text = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "error":
+                self.errors.append(text)
+                continue
+            if time.monotonic() - self.last_notice > self.quiet_s and self.notify:
+                self.notify(text)
+            self.last_notice = time.monotonic()
 
 
 def stop_all(procs: list[mp.Process]) -> None:
@@ -68,24 +106,39 @@ def stop_all(procs: list[mp.Process]) -> None:
 def run_workers(
     req: SearchRequest, jobs: int, poll: Callable[[optuna.Study], None] | None = None,
     on_start: Callable[[optuna.Study, dict[str, Any]], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> optuna.Study:
     """N worker processes on one study; `--trials` stays the study's total."""
     from nas.data import load_data
 
     check_request(req)
-    study, budget = open_search_study(req)  # created here once, so workers only resume it
+    # created here once, so workers only resume it; the parent only reads it for the progress
+    # bar, so it does not wait long on an outage (the workers do, and say so)
+    study, budget = open_search_study(replace(req, storage_retry=min(req.storage_retry, 2.0)),
+                                      notify=lambda text: None)
     load_data(budget["dataset"], req.data_dir, "cpu", seed=budget["seed"])  # fail here, once
     if on_start:
         on_start(study, budget)
+    return run_pool(search_worker, req, jobs, study, poll, notify)
+
+
+def run_pool(target: WorkerTarget, request: Any, jobs: int, study: optuna.Study,
+             poll: Callable[[optuna.Study], None] | None = None,
+             notify: Callable[[str], None] | None = None) -> optuna.Study:
+    """`jobs` processes each running `target(request, index, notify)` on `study` (opened by
+    the caller, who checked the request); the first worker error stops them all, in one line.
+    `target` must be a module-level function (workers are spawned)."""
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(req, i, os.getpid()), daemon=False)
+    messages = Messages(ctx.Queue(), notify)
+    procs = [ctx.Process(target=_worker, args=(target, request, i, os.getpid(),
+                                               messages.queue), daemon=False)
              for i in range(jobs)]
     for p in procs:
         p.start()
     try:
         while any(p.is_alive() for p in procs):
-            if poll:
-                poll(study)
+            messages.drain()
+            quietly(poll, study)
             if any(p.exitcode == 2 for p in procs):  # a worker stopped on an error: all stop
                 break
             time.sleep(1.0)
@@ -93,19 +146,34 @@ def run_workers(
         stop_all(procs)
         raise
     stop_all(procs)
+    messages.drain()
     codes = [p.exitcode for p in procs]
-    if poll:
-        poll(study)
+    quietly(poll, study)
     if 2 in codes:
-        worker = codes.index(2)
-        raise SearchStopped(f"worker {worker} stopped on an error (last failure: "
-                            f"{last_reason(study)}); the other workers were stopped too. "
-                            f"See `nas report --study {req.study_name}`, fix the cause and "
-                            f"re-run the same command")
+        raise SearchStopped(stop_message(messages.errors, study))
     if any(codes):
         raise SearchStopped(f"workers exited with codes {codes}; re-run the same command "
                             f"to resume the study")
     return study
 
 
-__all__ = ["raise_terminated", "run_workers"]
+def quietly(poll: Callable[[optuna.Study], None] | None, study: optuna.Study) -> None:
+    """A progress update, skipped while the storage is down (the workers report outages)."""
+    if poll is not None:
+        with contextlib.suppress(StorageUnavailable, StorageBroken):
+            poll(study)
+
+
+def stop_message(errors: list[str], study: optuna.Study) -> str:
+    """One line for the whole search: the workers' error, said once."""
+    distinct = list(dict.fromkeys(errors))
+    if not distinct:
+        with contextlib.suppress(StorageUnavailable, StorageBroken):
+            distinct = [f"a worker stopped (last failure: {last_reason(study)}); fix the cause "
+                        f"and re-run the same command"]
+    more = f" (and {len(distinct) - 1} other errors)" if len(distinct) > 1 else ""
+    return f"{distinct[0] if distinct else 'a worker stopped'}{more}; the other workers were " \
+           f"stopped too"
+
+
+__all__ = ["raise_terminated", "run_pool", "run_workers"]

@@ -8,9 +8,10 @@ not a key that silently reads back as missing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import optuna
+from optuna.storages import BaseStorage
 from pydantic import BaseModel, ConfigDict
 
 # Objective name -> the record field holding its value (accuracy is maximised, costs minimised).
@@ -18,6 +19,22 @@ OBJECTIVE_FIELDS = {"accuracy": "val_accuracy", "params": "params", "macs": "mac
                     "latency": "latency_ms"}
 COSTS = ("params", "macs", "latency")
 COST_LABELS = {"params": "parameters", "macs": "MACs", "latency": "latency (ms, batch 1)"}
+
+
+class WorkerId(BaseModel):
+    """The process running a trial, told apart from a later one with the same pid."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    boot: str  # the kernel's boot id: a reboot ends every process
+    namespace: str = ""  # the pid namespace (containers on one host share the boot id)
+    pid: int
+    started: int  # start time in clock ticks since boot (field 22 of /proc/<pid>/stat)
+
+
+# What a trial was asked to do (kept when it is retried); everything else is its outcome.
+SAMPLED_FIELDS = ("spec", "spec_hash", "family", "budget_key", "source_trial", "group", "seed")
 
 
 class TrialRecord(BaseModel):
@@ -30,12 +47,14 @@ class TrialRecord(BaseModel):
     spec_hash: str | None = None  # content hash of the lowered network
     family: str | None = None
     budget_key: str | None = None  # what a result depends on besides the architecture
-    # cost, measured before training (per image at the spec's input size)
+    # cost, estimated on the meta device before training (per image at the spec's input size);
+    # a trial refused by the gate has only the figures measured up to the limit it exceeded
     params: int | None = None
     macs: int | None = None
     activations: int | None = None
     peak_memory_bytes: int | None = None
-    latency_ms: float | None = None
+    training_memory_bytes: int | None = None  # one step at the search's batch size (estimate)
+    latency_ms: float | None = None  # measured on the real model: None for gated trials
     # training
     trained: bool | None = None  # False: gated or failed before training
     val_accuracy: float | None = None
@@ -54,6 +73,11 @@ class TrialRecord(BaseModel):
     reason: str | None = None  # why it failed, was stopped, gated or reused
     detail: str | None = None
     reused_from: int | None = None  # the trial whose training result this one reuses
+    recovered_from: int | None = None  # a result held through a storage outage, of this trial
+    worker: WorkerId | None = None  # who runs (or ran) it
+    # a confirmation run: the search trial whose architecture it retrains, and why it was chosen
+    source_trial: int | None = None
+    group: Literal["front", "control"] | None = None
 
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> TrialRecord:
@@ -74,15 +98,33 @@ class TrialRecord(BaseModel):
         return bool(self.trained)
 
 
-def write_trial(trial: optuna.Trial, **fields: Any) -> TrialRecord:
-    """Validates `fields` as record fields and stores them on the running trial."""
+def record_part(**fields: Any) -> TrialRecord:
+    """`fields` validated as record fields (a misspelt one is a TypeError)."""
     unknown = set(fields) - set(TrialRecord.model_fields)
     if unknown:
         raise TypeError(f"not TrialRecord fields: {', '.join(sorted(unknown))}")
-    part = TrialRecord(**fields)
+    return TrialRecord(**fields)
+
+
+def write_trial(trial: optuna.Trial, **fields: Any) -> TrialRecord:
+    """Validates `fields` as record fields and stores them on the running trial."""
+    part = record_part(**fields)
     for key, value in part.to_attrs().items():
         trial.set_user_attr(key, value)
     return part
+
+
+def write_trial_attrs(storage: BaseStorage, trial_id: int, **fields: Any) -> TrialRecord:
+    """As `write_trial`, for a trial known by its storage id (one this process does not run)."""
+    part = record_part(**fields)
+    for key, value in part.to_attrs().items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    return part
+
+
+def sampled_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The part of a trial's attributes that says what it was asked to do (for its retry)."""
+    return {k: v for k, v in attrs.items() if k in SAMPLED_FIELDS}
 
 
 BUDGET_FIELDS = ("dataset", "epochs", "subset", "batch_size", "lr", "seed")
@@ -97,6 +139,7 @@ class StudySettings(BaseModel):
     space_hash: str | None = None
     space_definition: dict[str, Any] | None = None
     sampling: int | None = None  # how the space asks Optuna for values; None: scheme 1
+    sampler: str | None = None  # its registered name; None in studies made before it was kept
     objectives: list[str] | None = None
     nas_version: str | None = None
     train_config: dict[str, Any] | None = None
@@ -106,6 +149,10 @@ class StudySettings(BaseModel):
     batch_size: int | None = None
     lr: float | None = None
     seed: int | None = None
+    # a confirmation study: its search study, what it retrains, and what it found
+    source_study: str | None = None
+    selection: dict[str, Any] | None = None
+    confirm_summary: dict[str, Any] | None = None
 
     @classmethod
     def from_study(cls, study: optuna.Study) -> StudySettings:
@@ -140,4 +187,5 @@ def directions(objectives: tuple[str, ...] | list[str]) -> list[str]:
 
 
 __all__ = ["BUDGET_FIELDS", "COSTS", "COST_LABELS", "OBJECTIVE_FIELDS", "StudySettings",
-           "TrialRecord", "directions", "write_trial"]
+           "TrialRecord", "WorkerId", "directions", "sampled_attrs", "write_trial",
+           "write_trial_attrs"]

@@ -7,13 +7,16 @@ import re
 import sqlite3
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import UserError
+from nas.study.outage import ResilientRDBStorage, RetryPolicy, StorageUnavailable
+from nas.study.record import sampled_attrs
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 # A killed worker's trial is failed (and retried) GRACE_S after its last heartbeat; the
 # environment can shorten both (the fault tests do).
 HEARTBEAT_S = int(os.environ.get("NAS_HEARTBEAT_S", "10"))
@@ -48,9 +51,8 @@ def prepare_sqlite(path: Path) -> None:
     except OSError as e:
         raise UserError(f"cannot create the folder for {path}: {e.strerror}") from None
     if path.exists() and path.stat().st_size > 0:
-        with path.open("rb") as f:
-            if f.read(16) != SQLITE_MAGIC:
-                raise UserError(f"{path}: not a SQLite database (refusing to touch it)")
+        # Read through SQLite only: a plain open() and close() of the file would drop the POSIX
+        # locks of every connection this process holds on it (sqlite.org/howtocorrupt.html 2.2)
         tables = _sqlite_tables(path)
         if tables and "studies" not in tables:
             raise UserError(f"{path}: a SQLite database of another program "
@@ -71,12 +73,39 @@ def _sqlite_tables(path: Path) -> set[str]:
         finally:
             db.close()
     except sqlite3.DatabaseError as e:
+        if "not a database" in str(e):
+            raise UserError(f"{path}: not a SQLite database (refusing to touch it)") from None
         raise UserError(f"{path}: unreadable SQLite database ({e}); not modified") from None
     return {r[0] for r in rows}
 
 
-def open_storage(url: str, heartbeat: bool = True, max_retry: int = 1) -> RDBStorage:
-    """An RDB storage with heartbeats: trials of killed workers are failed and retried once."""
+class RetryStaleTrial:
+    """Queues one retry of a trial whose worker died (stale heartbeat, or a dead process on
+    this host), with the same parameters and spec but none of the dead run's results."""
+
+    def __init__(self, max_retry: int = 1) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry:
+            return
+        system_attrs = {**trial.system_attrs, "failed_trial":
+                        trial.system_attrs.get("failed_trial", trial.number),
+                        "retry_history": history}
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs=sampled_attrs(trial.user_attrs), system_attrs=system_attrs))
+
+
+def open_storage(url: str, heartbeat: bool = True, max_retry: int = 1,
+                 retry: RetryPolicy | None = None, wait_to_open: bool = False) -> RDBStorage:
+    """An RDB storage; with `heartbeat`, trials of dead workers are failed and retried once.
+
+    Calls are retried through transient outages as `retry` says (by default they are not);
+    the first connection waits too only with `wait_to_open` (a worker joining a search that is
+    known to work), so that a wrong URL fails at once.
+    """
     path = sqlite_path(url)
     if path is not None:
         prepare_sqlite(path)
@@ -87,16 +116,43 @@ def open_storage(url: str, heartbeat: bool = True, max_retry: int = 1) -> RDBSto
         kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if heartbeat:
-        kwargs.update(
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-        )
+        kwargs.update(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                      heartbeat_stale_trial_callback=RetryStaleTrial(max_retry))
+    policy = retry or RetryPolicy(limit_s=0)
+    policy.describe = f"storage {mask_url(url)}"
+    opening = policy if wait_to_open else RetryPolicy(limit_s=0, describe=policy.describe)
     try:
-        return RDBStorage(url, **kwargs)
+        storage = ResilientRDBStorage(url, opening, sqlite_file=path, **kwargs)
+    except StorageUnavailable:
+        raise
     except Exception as e:  # sqlalchemy raises many kinds; the user needs one line
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise UserError(f"cannot open storage {mask_url(url)}: {mask_url(reason)}") from None
+    storage.retry = policy
+    if path is not None:
+        serializable_sqlite(storage.engine)
+    return storage
+
+
+def serializable_sqlite(engine: Any) -> None:
+    """Every SQLite transaction starts at its first statement (SQLAlchemy's documented recipe).
+
+    Python's sqlite3 begins a transaction only at the first write, so a read-check-write (such
+    as Optuna taking a queued trial: is it WAITING? then RUNNING) is not atomic, and two
+    workers could take the same trial. Begun at the read, the second writer's snapshot is
+    stale and SQLite refuses it (SQLITE_BUSY_SNAPSHOT), which is retried like any busy lock.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    engine.dispose()  # connections opened before the listeners are not reused
 
 
 def study_names(storage: RDBStorage) -> list[str]:

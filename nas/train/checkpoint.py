@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = 1
 
 
+class CheckpointError(TrainError):
+    """A checkpoint that cannot be written (a full disk, a read-only folder): every later
+    epoch would fail the same way, so a search stops on it rather than failing trial after
+    trial."""
+
+
 def fingerprint(run: Run) -> dict[str, Any]:
     """What must match for a checkpoint to resume this run (the time limit may change)."""
     spec = getattr(run.model, "spec", None)
@@ -48,10 +54,15 @@ def save_checkpoint(run: Run, path: Path) -> None:
                       "total": run.total_steps},
         "rng": rng,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a failed write as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        raise CheckpointError(f"{path}: cannot write checkpoint: {reason}") from None
 
 
 def load_checkpoint(run: Run, path: Path) -> None:
