@@ -23,6 +23,7 @@ from nas.analysis import (
     bootstrap_ci,
     builtin_rules,
     check_fields,
+    compare_spaces,
     edf_area,
     edf_statistic,
     load_rules,
@@ -31,6 +32,7 @@ from nas.analysis import (
     rule_edf_figure,
     rule_effect_figure,
     rule_effects,
+    space_edf_figure,
     weighted_edf,
     weighted_mean,
     weighted_quantile,
@@ -520,3 +522,33 @@ def test_figures_say_when_nothing_was_tested() -> None:
     for fig in (rule_edf_figure(effects), rule_effect_figure(effects)):
         assert not fig.data
         assert "no rule could be tested" in fig.layout.annotations[0].text
+
+
+# ---------------------------------------------------------------- spaces side by side
+def test_two_spaces_compare_as_the_hand_example() -> None:
+    a = pd.DataFrame({"error": ERR_A, "params": COST_A})
+    b = pd.DataFrame({"error": ERR_B, "params": COST_B})
+    result = compare_spaces({"A": a, "B": b}, bins=3, n_boot=200)
+    summary = result.summary.set_index("space")
+    assert summary["mean_error"].tolist() == pytest.approx([0.175, 0.325])
+    assert summary["matched"].tolist() == [3, 2]  # B's two models in bin 2 share no bin
+    assert result.shifts["shift"].tolist() == pytest.approx([0.15])
+    assert (result.bins, result.shared_bins) == (3, 2)
+    assert result.edfs[result.edfs["space"] == "B"]["error"].tolist() == [0.25, 0.40]
+
+
+def test_a_planted_shift_between_spaces_is_found_and_a_null_one_is_not() -> None:
+    rng = np.random.default_rng(0)
+    costs = 10 ** rng.uniform(4, 6, size=(3, 60))
+    noise = rng.normal(0, 0.01, size=(3, 60))
+    base = 0.3 - 0.02 * np.log10(costs)
+    spaces = {name: pd.DataFrame({"error": base[i] + noise[i] - drop, "params": costs[i]})
+              for i, (name, drop) in enumerate((("A", 0.0), ("B", 0.0), ("C", 0.03)))}
+    result = compare_spaces(spaces, pairs=[("A", "B"), ("B", "C"), ("A", "C")], n_boot=1000)
+    shifts = result.shifts.set_index(["from", "to"])
+    assert shifts.loc[("A", "B"), "verdict"] == "no evidence"
+    for pair in (("B", "C"), ("A", "C")):
+        assert shifts.loc[pair, "verdict"] == "better"
+        assert shifts.loc[pair, "low"] < -0.03 < shifts.loc[pair, "high"]
+    fig = space_edf_figure(result)
+    assert len(fig.data) == 3 and fig.data[2].name.startswith("C: mean ")

@@ -21,7 +21,8 @@ from nas.errors import UserError
 from nas.io import parse_spec
 from nas.report import report_html, trials_frame
 from nas.search.run import SearchRequest, run_search
-from nas.search.space import load_space, space_files
+from nas.search.space import SAMPLING, load_space, space_files
+from nas.study import StudySettings
 from nas.study import study_front as front
 
 TRIAL_ATTRS = {
@@ -94,6 +95,40 @@ def test_same_architecture_and_budget_is_reused_not_retrained(tmp_path: Path) ->
     assert "reused_from" not in done[0].user_attrs
     assert [t.user_attrs["reused_from"] for t in done[1:]] == [done[0].number] * 2
     assert all(t.values == done[0].values for t in done)
+
+
+def old_study(tmp_path: Path) -> None:
+    """A study as nas created them before sampling schemes: none recorded, choices categorical."""
+    req = request(tmp_path)
+    study = optuna.create_study(study_name="t", storage=req.storage_url,
+                                directions=["maximize", "minimize"])
+    StudySettings(space="resnext", space_hash=req.space.content_hash(),
+                  space_definition=req.space.model_dump(mode="json"),
+                  objectives=["accuracy", "params"], dataset="fashion-mnist", epochs=1,
+                  subset=0.02, batch_size=64, seed=0).write(study)
+    trial = study.ask()
+    req.space.sample(trial, sampling=1)
+    study.tell(trial, [0.5, 1000.0])
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the bare ask() at the end
+def test_a_study_created_before_sampling_schemes_resumes_with_its_own(tmp_path: Path) -> None:
+    old_study(tmp_path)
+    study = run_search(request(tmp_path, trials=2))
+    last = study.trials[-1]
+    assert last.state == TrialState.COMPLETE and last.user_attrs["trained"]
+    assert isinstance(last.distributions["groups_0"], optuna.distributions.CategoricalDistribution)
+    assert StudySettings.from_study(study).sampling is None
+    with pytest.raises(ValueError, match="distribution"):  # what the current scheme would meet
+        load_space("resnext").sample(study.ask(), sampling=SAMPLING)
+
+
+def test_a_new_study_records_the_current_scheme_and_samples_numbers_in_order(
+        tmp_path: Path) -> None:
+    study = run_search(request(tmp_path, trials=1))
+    assert StudySettings.from_study(study).sampling == SAMPLING == 2
+    assert isinstance(study.trials[0].distributions["groups_0"],
+                      optuna.distributions.IntDistribution)
 
 
 def test_cost_gate_records_infeasible_trials_untrained(tmp_path: Path) -> None:

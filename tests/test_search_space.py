@@ -14,7 +14,14 @@ from scipy.stats import chisquare
 
 from nas.errors import SpecError
 from nas.search.run import same_space
-from nas.search.space import SearchSpace, load_space, non_decreasing, space_files
+from nas.search.space import (
+    SAMPLING,
+    Dimension,
+    SearchSpace,
+    load_space,
+    non_decreasing,
+    space_files,
+)
 from nas.study import StudySettings
 
 DATA = {"in_channels": 1, "num_classes": 10, "input_size": 28}
@@ -278,3 +285,49 @@ def test_non_decreasing_is_exactly_uniform_over_multisets() -> None:
     assert len(counts) == math.comb(k + 2, 3) == 20
     assert set(counts.values()) == {math.prod(cells) // 20}
     assert all(list(c) == sorted(c) for c in counts)
+
+
+def suggested(choices: list[Any], sampling: int = SAMPLING) -> tuple[Any, Any]:
+    """The distribution Optuna records for a choice dimension, and the value of each index."""
+    dim = Dimension(choices=choices)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    dim.suggest(trial, "x", sampling)
+    values = [dim.suggest(optuna.trial.FixedTrial({"x": i}), "x", sampling)
+              for i in range(len(choices))]
+    return trial.distributions["x"], values
+
+
+@pytest.mark.parametrize("choices", [[1, 2, 4, 8], [32, 16], [0.5, 1.0], [8, 2, 4.5]])
+def test_numeric_choices_are_an_integer_over_their_ranks(choices: list[float]) -> None:
+    # an integer keeps the order a categorical loses: TPE and GP can tell 2 lies between 1 and 4
+    distribution, values = suggested(choices)
+    assert distribution == optuna.distributions.IntDistribution(0, len(choices) - 1)
+    assert values == sorted(choices)
+
+
+@pytest.mark.parametrize("choices", [["basic", "bottleneck"], [1, "a"], [True, False],
+                                     [[1, 2], [3, 4]]])
+def test_other_choices_stay_categorical_over_indices(choices: list[Any]) -> None:
+    distribution, values = suggested(choices)
+    assert distribution == optuna.distributions.CategoricalDistribution(range(len(choices)))
+    assert values == choices
+
+
+def test_sampling_scheme_1_keeps_every_choice_list_categorical_in_file_order() -> None:
+    distribution, values = suggested([8, 2, 4], sampling=1)
+    assert distribution == optuna.distributions.CategoricalDistribution([0, 1, 2])
+    assert values == [8, 2, 4]
+
+
+def test_resnext_numeric_choices_reach_every_value_through_optunas_samplers() -> None:
+    space = load_space("resnext")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen: dict[str, set[Any]] = {"groups": set(), "stem_width": set()}
+    for _ in range(40):
+        trial = study.ask()
+        values = space.sample(trial)
+        seen["groups"].update(values["groups"])
+        seen["stem_width"].add(values["stem_width"])
+        assert isinstance(trial.distributions["groups_0"], optuna.distributions.IntDistribution)
+        study.tell(trial, 0.0)
+    assert seen == {"groups": {1, 2, 4, 8}, "stem_width": {16, 24, 32}}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +68,29 @@ def test_unreachable_server_is_one_masked_line() -> None:
     with pytest.raises(UserError) as info:
         open_storage("postgresql://nas:hunter2@127.0.0.1:1/nas")
     assert "hunter2" not in str(info.value) and "cannot open storage" in str(info.value)
+
+
+def test_opening_a_storage_again_keeps_the_locks_of_open_connections(tmp_path: Path) -> None:
+    """Opening a study file that this process already has open must not open and close the
+    file outside SQLite: a close() drops every POSIX lock the process holds on it, so another
+    process that closes its connection thinks it is the last, checkpoints and deletes the WAL,
+    and this process's later writes go to a WAL nobody reads (sqlite.org/howtocorrupt.html,
+    2.2). Seen as lost trials and a malformed database when one process ran several searches."""
+    db = tmp_path / "s.db"
+    open_storage(f"sqlite:///{db}", heartbeat=False)
+    held = sqlite3.connect(db)
+    held.execute("CREATE TABLE probe (x INTEGER)")
+    held.commit()
+    held.execute("SELECT count(*) FROM probe").fetchall()
+    open_storage(f"sqlite:///{db}", heartbeat=False)  # e.g. a second study of the same file
+    writer = (f"import sqlite3; c = sqlite3.connect({str(db)!r}); "
+              f"c.execute('INSERT INTO probe VALUES (1)'); c.commit(); c.close()")
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", writer], check=True)
+        held.execute("INSERT INTO probe VALUES (2)")
+        held.commit()
+    held.close()
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM probe").fetchone()[0] == 4
 
 
 POP = """

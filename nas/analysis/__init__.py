@@ -13,7 +13,7 @@ from nas.analysis.edf import (
     weighted_mean,
     weighted_quantile,
 )
-from nas.analysis.figures import rule_edf_figure, rule_effect_figure
+from nas.analysis.figures import rule_edf_figure, rule_effect_figure, space_edf_figure
 from nas.analysis.rules import (
     WIDTH_BAND,
     Rule,
@@ -23,9 +23,11 @@ from nas.analysis.rules import (
     load_rules,
     parse_rules,
 )
+from nas.analysis.spaces import SpaceComparison, compare_spaces
 
 __all__ = ["EDF_COLUMNS", "EFFECT_COLUMNS", "MIN_MODELS", "WIDTH_BAND", "Difference", "Rule",
-           "RuleEffects", "RuleError", "bootstrap_ci", "builtin_rules", "check_fields",
-           "edf_area", "edf_statistic", "load_rules", "normalized_weights", "parse_rules",
-           "rule_edf_figure", "rule_effect_figure", "rule_effects", "weighted_edf",
-           "weighted_mean", "weighted_quantile"]
+           "RuleEffects", "RuleError", "SpaceComparison", "bootstrap_ci", "builtin_rules",
+           "check_fields", "compare_spaces", "edf_area", "edf_statistic", "load_rules",
+           "normalized_weights", "parse_rules", "rule_edf_figure", "rule_effect_figure",
+           "rule_effects", "space_edf_figure", "weighted_edf", "weighted_mean",
+           "weighted_quantile"]

@@ -10,6 +10,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from nas.analysis.compare import SIDES, TESTED, RuleEffects
+from nas.analysis.spaces import SpaceComparison
 
 SIDE_COLORS = dict(zip(SIDES, qualitative.Plotly[:2]))
 VERDICT_COLORS = {"helps": "#2ca02c", "hurts": "#d62728", "no evidence": "#7f7f7f"}
@@ -101,4 +102,23 @@ def rule_effect_figure(effects: RuleEffects) -> go.Figure:
     fig.update_yaxes(categoryorder="array", categoryarray=rows["rule"].tolist()[::-1])
     fig.update_layout(title=title, xaxis_title=f"{label} of violators - of satisfiers",
                       height=max(300, 120 + 40 * len(rows)))
+    return fig
+
+
+def space_edf_figure(comparison: SpaceComparison) -> go.Figure:
+    """Each space's normalised error EDF, on the cost bins every space shares."""
+    fig = go.Figure()
+    colors = qualitative.Plotly
+    means = comparison.summary.set_index("space")
+    for i, (space, edf) in enumerate(comparison.edfs.groupby("space", sort=False)):
+        row = means.loc[space]
+        name = (f"{space}: mean {row['mean_error']:.4f} [{row['low']:.4f}, {row['high']:.4f}], "
+                f"{row['matched']} of {row['models']} models")
+        fig.add_trace(edf_step(edf, name, colors[i % len(colors)], True))
+    fig.update_layout(
+        title=f"Normalised error EDFs at matched {comparison.cost} ({comparison.shared_bins} of "
+              f"{comparison.bins} log-cost bins shared by every space); up and left is better",
+        xaxis_title="validation error", yaxis_title="cumulative fraction", height=520,
+        yaxis_range=[0, 1.02], legend={"yanchor": "bottom", "y": 0.02, "xanchor": "right",
+                                       "x": 0.98})
     return fig

@@ -61,6 +61,11 @@ def residual_stages(spec: FamilySpec | NetworkSpec) -> list[ResidualStage]:
     return stages
 
 
+def stage_plan(spec: FamilySpec | NetworkSpec) -> tuple[tuple[int, int], ...]:
+    """(depth, width) of each residual stage of a spec's lowered network."""
+    return tuple((s.depth, s.width) for s in residual_stages(spec))
+
+
 def block_widths(spec: FamilySpec | NetworkSpec) -> list[int]:
     """One width per residual block, in order: each stage's width repeated `depth` times."""
     return [s.width for s in residual_stages(spec) for _ in range(s.depth)]

@@ -12,6 +12,7 @@ from nas.cli import spec_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import train_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import search_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import study_cmds  # noqa: E402,F401  isort: skip
+from nas.cli import analysis_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import confirm_cmds  # noqa: E402,F401  isort: skip
 
 

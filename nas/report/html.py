@@ -14,6 +14,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from nas.analysis.confirmation import ConfirmSummary
+from nas.analysis.figures import rule_edf_figure, rule_effect_figure
 from nas.errors import UserError
 from nas.report import figures
 from nas.report.confirmation import confirmation_frame, linked_summary, within_noise
@@ -135,6 +136,46 @@ def confirmation_block(summary: ConfirmSummary | None) -> list[str]:
     return blocks
 
 
+def note(text: str) -> str:
+    """A paragraph in the note style (text escaped)."""
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def effects_table(frame: pd.DataFrame) -> str:
+    """The rule table: rule, verdict, effect and interval, models on each side, why untested."""
+    shown = frame[["rule", "verdict", "effect", "low", "high", "n_satisfied", "n_violated",
+                   "reason"]].rename(columns={"n_satisfied": "satisfy", "n_violated": "violate",
+                                              "reason": "why not tested"})
+    return table(shown.astype(object).where(shown.notna(), ""))
+
+
+def rules_section(study: optuna.Study, trials: list[StudyTrial]) -> list[str]:
+    """Design rules: the rule table and its figures, or a note saying why there are none."""
+    from nas.analysis.study import analyse_study
+
+    cost = next((c for c in study_costs(study) if c in ("params", "macs")), "params")
+    try:
+        analysis = analyse_study(study, cost, trials=trials)
+    except UserError as e:  # too few models: one line, as `nas analyze` says it
+        return [note(f"No rule tests: {e}.")]
+    check = analysis.sampler
+    if check.random is False:
+        return [note(f"No rule tests: {check.message}. Run the space again with "
+                     f"--sampler random to test design rules.")]
+    effects = analysis.effects
+    intro = (f"Does following a design rule lower the error at the same {cost}? For each rule, "
+             f"the models that keep it and those that break it, reweighted to the same "
+             f"{cost} distribution; effect = mean error of violators - of satisfiers, with a "
+             f"{effects.confidence:.0%} bootstrap interval ({effects.n_boot} resamples). "
+             f"nas analyze prints this table; nas refine writes the space with the rules "
+             f"that help. See docs/analysis.md.")
+    warnings = [note(f"Warning: {w}.") for w in (check.message, analysis.stopped_warning()) if w]
+    return [note(intro), *warnings,
+            effects_table(effects.table),
+            figure_block(rule_effect_figure(effects), "rule-effects"),
+            figure_block(rule_edf_figure(effects), "rule-edfs")]
+
+
 def report_html(study: optuna.Study) -> str:
     """The whole report of one study."""
     trials = study_trials(study)  # read once; every section is drawn from these
@@ -158,6 +199,7 @@ def report_html(study: optuna.Study) -> str:
         "<h2>Parameter importances</h2>", imp,
         "<h2>EDF of errors</h2>", f'<p class="note">{EDF_NOTE}</p>',
         figure_block(figures.edf_figure(edf_frame(done["error"]), study.study_name), "edf"),
+        "<h2>Design rules</h2>", *rules_section(study, trials),
     ])
 
 

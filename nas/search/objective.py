@@ -22,7 +22,7 @@ from nas.device import memory_limit
 from nas.errors import SpecError, Terminated, UserError
 from nas.hashing import content_hash
 from nas.search.pruning import CostAwareHalving, Peer
-from nas.search.space import SearchSpace
+from nas.search.space import SAMPLING, SearchSpace
 from nas.search.trials import ResultHeld
 from nas.study import COSTS, OBJECTIVE_FIELDS, StudyTrial, TrialRecord, study_trials, write_trial
 from nas.study.outage import StorageBroken, StorageUnavailable, impatient
@@ -54,6 +54,7 @@ class TrialSettings:
     early_stop: bool = True
     halving: CostAwareHalving = field(default_factory=CostAwareHalving)
     checkpoint_dir: Path | None = None
+    sampling: int = SAMPLING  # the study's sampling scheme: how the space asks the trial
 
     @property
     def multi(self) -> bool:
@@ -80,7 +81,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         try:
-            spec = self.space.suggest(trial, self.data_fields)
+            spec = self.space.suggest(trial, self.data_fields, self.settings.sampling)
         except SpecError as e:
             fail(trial, "invalid_spec", str(e))
         write_trial(trial, spec=spec.model_dump(mode="json"), spec_hash=spec.content_hash(),

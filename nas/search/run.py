@@ -15,9 +15,10 @@ from pydantic import ValidationError
 
 from nas import __version__
 from nas.errors import UserError
+from nas.search.fresh import architecture_key
 from nas.search.objective import Objective, TrialFailure, TrialSettings
 from nas.search.samplers import check_sampler, make_sampler
-from nas.search.space import SearchSpace
+from nas.search.space import SAMPLING, SearchSpace
 from nas.search.trials import run_trials
 from nas.sizes import format_bytes
 from nas.study import COSTS, StudySettings, TrialRecord, directions, study_trials
@@ -47,6 +48,7 @@ class SearchRequest:
     batch_size: int | None = None
     lr: float | None = None
     seed: int | None = None
+    sampler_seed: int | None = None  # None: the training seed (`seed`)
     max_params: int | None = None
     max_macs: int | None = None
     max_memory: int | None = None  # bytes per trial; None: what the device has free
@@ -175,17 +177,21 @@ def open_search_study(req: SearchRequest, notify: Notify | None = None, worker: 
     budget = settle(req, recorded)
     # a resumed study or another worker must not replay the same sampler stream
     offset = (len(existing.get_trials(deepcopy=False)) if existing else 0) + 7919 * req.worker_index
+    sampler_seed = budget["seed"] if req.sampler_seed is None else req.sampler_seed
+    sampling = recorded.sampling_scheme if existing is not None else SAMPLING
     study = optuna.create_study(
         study_name=req.study_name, storage=storage, load_if_exists=True,
         directions=directions(req.objectives),
-        sampler=make_sampler(req.sampler, budget["seed"] + offset),
+        sampler=make_sampler(req.sampler, sampler_seed + offset,
+                             architecture_key(req.space, sampling)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
     )
     if existing is None:
         study.set_metric_names(list(req.objectives))
         StudySettings(
             space=req.space.name, space_hash=req.space.content_hash(),
-            space_definition=req.space.model_dump(mode="json"), objectives=list(req.objectives),
+            space_definition=req.space.model_dump(mode="json"), sampling=SAMPLING,
+            objectives=list(req.objectives), sampler=req.sampler,
             nas_version=__version__, train_config=asdict(trial_settings(req, budget).config),
             **budget,
         ).write(study)
@@ -228,7 +234,8 @@ def run_search(
     if not req.device.startswith("cuda"):
         torch.set_num_threads(req.threads)
     data = load_data(budget["dataset"], req.data_dir, req.device, seed=budget["seed"])
-    objective = Objective(req.space, data, trial_settings(req, budget))
+    sampling = StudySettings.from_study(study).sampling_scheme  # old studies keep theirs
+    objective = Objective(req.space, data, replace(trial_settings(req, budget), sampling=sampling))
     gc.freeze()  # long-lived objects (torch, the data): the collection after each trial skips them
     if on_start:
         on_start(study, budget)

@@ -25,6 +25,13 @@ RULES = ("shared", "increasing")
 # Fields that came after studies were recorded: left out of the hash while at their default, so
 # a space that does not use them keeps the hash its studies were created with, and they resume.
 LATER_FIELDS: dict[str, Any] = {"shared": [], "increasing": [], "stage_weights": "equal"}
+# How a space's dimensions become Optuna parameters. A study records the scheme it was created
+# with and keeps it when resumed: Optuna refuses a parameter whose distribution changes kind.
+#   1: every choice list is a categorical over its indices (studies that record no scheme).
+#   2: a list of numbers is an integer over their ranks (0 = smallest), so that model-based
+#      samplers see their order (groups 2 lies between 1 and 4); other lists stay categorical.
+SAMPLING_SCHEMES = (1, 2)
+SAMPLING = 2  # the scheme of new studies
 
 
 def pick(weights: Sequence[float], u: float) -> int:
@@ -83,9 +90,20 @@ class Dimension(Frozen):
         ints = all(float(v).is_integer() for v in (self.low, self.high) if v is not None)
         return ints and (self.step is None or float(self.step).is_integer())
 
-    def suggest(self, trial: optuna.Trial, name: str) -> Any:
-        """Ask the trial for this dimension's value under `name`."""
+    @property
+    def ranked(self) -> list[int] | None:
+        """Indices of the choices from the smallest value up, when every choice is a number."""
+        if self.choices is None or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.choices):
+            return None
+        return sorted(range(len(self.choices)), key=lambda i: self.choices[i])  # type: ignore[index]
+
+    def suggest(self, trial: optuna.Trial, name: str, sampling: int = SAMPLING) -> Any:
+        """Ask the trial for this dimension's value under `name` (see SAMPLING_SCHEMES)."""
         if self.choices is not None:
+            ranked = self.ranked if sampling >= 2 else None
+            if ranked is not None:
+                return self.choices[ranked[trial.suggest_int(name, 0, len(ranked) - 1)]]
             index = trial.suggest_categorical(name, list(range(len(self.choices))))
             value = self.choices[index]
             return list(value) if isinstance(value, tuple) else value
@@ -244,22 +262,22 @@ class SearchSpace(Frozen):
         u = trial.suggest_float("num_stages_quantile", 0.0, 1.0)
         return low + pick([self.stage_points(n) for n in range(low, high + 1)], u)
 
-    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+    def sample(self, trial: optuna.Trial, sampling: int = SAMPLING) -> dict[str, Any]:
         """Values of every dimension for a trial, per-stage ones as lists (see the class doc)."""
         n = self.stage_count(trial)
         slots = range(self.stages[1]) if self.stages else range(0)
         values: dict[str, Any] = {}
         for name, dim in self.dimensions.items():
             if not dim.per_stage:
-                values[name] = dim.suggest(trial, name)
+                values[name] = dim.suggest(trial, name, sampling)
             elif name in self.shared:
-                values[name] = [dim.suggest(trial, name)] * n
+                values[name] = [dim.suggest(trial, name, sampling)] * n
             elif name in self.increasing:
                 grid = dim.grid() or []
                 quantiles = [trial.suggest_float(f"{name}_{i}_quantile", 0.0, 1.0) for i in slots]
                 values[name] = [grid[i] for i in non_decreasing(len(grid), quantiles[:n])]
             else:
-                values[name] = [dim.suggest(trial, f"{name}_{i}") for i in slots][:n]
+                values[name] = [dim.suggest(trial, f"{name}_{i}", sampling) for i in slots][:n]
         return values
 
     def to_spec(self, values: dict[str, Any], data_fields: dict[str, int]) -> FamilySpec:
@@ -267,9 +285,10 @@ class SearchSpace(Frozen):
         fields = {**data_fields, **self.fixed, **self.family_class.from_sample(values)}
         return parse_spec({"family": self.family, **fields}, f"space {self.name}")
 
-    def suggest(self, trial: optuna.Trial, data_fields: dict[str, int]) -> FamilySpec:
-        """Sample a trial's spec."""
-        return self.to_spec(self.sample(trial), data_fields)
+    def suggest(self, trial: optuna.Trial, data_fields: dict[str, int],
+                sampling: int = SAMPLING) -> FamilySpec:
+        """Sample a trial's spec (under sampling scheme `sampling`, see SAMPLING_SCHEMES)."""
+        return self.to_spec(self.sample(trial, sampling), data_fields)
 
     def corners(self) -> list[dict[str, Any]]:
         """The all-low and all-high points, to check a space file at load time."""

@@ -10,6 +10,7 @@ from nas.study.queries import (
     best,
     finished_count,
     front,
+    hypervolume,
     study_front,
     study_trials,
 )
@@ -26,5 +27,6 @@ from nas.study.storage import default_storage, mask_url, open_existing, open_sto
 
 __all__ = ["COSTS", "COST_LABELS", "FINISHED", "OBJECTIVE_FIELDS", "StudyRef", "StudySettings",
            "StudyTrial", "TrialRecord", "best", "default_storage", "directions",
-           "finished_count", "front", "load_study", "locate_study", "mask_url", "open_existing",
-           "open_located", "open_storage", "study_front", "study_trials", "write_trial"]
+           "finished_count", "front", "hypervolume", "load_study", "locate_study", "mask_url",
+           "open_existing", "open_located", "open_storage", "study_front", "study_trials",
+           "write_trial"]

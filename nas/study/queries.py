@@ -122,6 +122,18 @@ def best(trials: Iterable[StudyTrial]) -> StudyTrial | None:
     return ranked[0] if ranked else None
 
 
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """Volume dominated by `points` up to `reference`, every coordinate minimised; points not
+    below the reference in every coordinate add nothing. Optuna's exact implementation (WFG),
+    which Optuna 5 keeps in a private module: it has no public hypervolume function."""
+    from optuna._hypervolume import compute_hypervolume
+
+    ref = np.asarray(reference, dtype=float)
+    values = np.asarray(points, dtype=float).reshape(-1, ref.size)
+    inside = values[(values < ref).all(axis=1)]
+    return float(compute_hypervolume(inside, ref)) if len(inside) else 0.0
+
+
 def study_front(study: optuna.Study, top: int = 10) -> list[StudyTrial]:
     """`front` of a whole study, in the study's own directions."""
     directions = [d.name.lower() for d in study.directions]
@@ -129,4 +141,4 @@ def study_front(study: optuna.Study, top: int = 10) -> list[StudyTrial]:
 
 
 __all__ = ["FINISHED", "StudyTrial", "best", "by_accuracy", "finished_count", "front",
-           "pareto_mask", "study_front", "study_trials", "unique_architectures"]
+           "hypervolume", "pareto_mask", "study_front", "study_trials", "unique_architectures"]

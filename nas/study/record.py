@@ -138,6 +138,8 @@ class StudySettings(BaseModel):
     space: str | None = None
     space_hash: str | None = None
     space_definition: dict[str, Any] | None = None
+    sampling: int | None = None  # how the space asks Optuna for values; None: scheme 1
+    sampler: str | None = None  # its registered name; None in studies made before it was kept
     objectives: list[str] | None = None
     nas_version: str | None = None
     train_config: dict[str, Any] | None = None
@@ -167,6 +169,12 @@ class StudySettings(BaseModel):
     def budget(self) -> dict[str, Any]:
         """The recorded training budget (dataset, epochs, subset, batch size, lr, seed)."""
         return {k: getattr(self, k) for k in BUDGET_FIELDS if getattr(self, k) is not None}
+
+    @property
+    def sampling_scheme(self) -> int:
+        """The space's sampling scheme (nas.search.space.SAMPLING_SCHEMES); 1 when none is
+        recorded, as in studies created before schemes were."""
+        return self.sampling or 1
 
     def objective_names(self, count: int) -> list[str]:
         """The objectives, or `accuracy` per direction for a study nas did not create."""

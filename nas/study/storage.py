@@ -22,7 +22,6 @@ from nas.study.outage import (
 )
 from nas.study.record import sampled_attrs
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 # A killed worker's trial is failed (and retried) GRACE_S after its last heartbeat; the
 # environment can shorten both (the fault tests do).
 HEARTBEAT_S = int(os.environ.get("NAS_HEARTBEAT_S", "10"))
@@ -57,9 +56,8 @@ def prepare_sqlite(path: Path) -> None:
     except OSError as e:
         raise UserError(f"cannot create the folder for {path}: {e.strerror}") from None
     if path.exists() and path.stat().st_size > 0:
-        with path.open("rb") as f:
-            if f.read(16) != SQLITE_MAGIC:
-                raise UserError(f"{path}: not a SQLite database (refusing to touch it)")
+        # Read through SQLite only: a plain open() and close() of the file would drop the POSIX
+        # locks of every connection this process holds on it (sqlite.org/howtocorrupt.html 2.2)
         tables = _sqlite_tables(path)
         if tables and "studies" not in tables:
             raise UserError(f"{path}: a SQLite database of another program "
@@ -80,6 +78,8 @@ def _sqlite_tables(path: Path) -> set[str]:
         finally:
             db.close()
     except sqlite3.DatabaseError as e:
+        if "not a database" in str(e):
+            raise UserError(f"{path}: not a SQLite database (refusing to touch it)") from None
         raise UserError(f"{path}: unreadable SQLite database ({e}); not modified") from None
     return {r[0] for r in rows}
 

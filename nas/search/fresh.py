@@ -1,0 +1,115 @@
+"""Asking the sampler again when it proposes an architecture the study already has.
+
+TPE samples candidates around its few best trials and keeps the one its density ratio favours
+most, which is often an exact copy of one of those trials: in a space of a few thousand points
+a fifth of its proposals were architectures already trained. The objective reuses their results
+(no training), but each still took a trial from the target. FreshSampler asks the base sampler
+for a whole point at once and asks again, with fresh random draws, while the point is an
+architecture that a finished or running trial already has, a few times; a sampler that keeps
+proposing it (independent TPE's choice per parameter is nearly deterministic) is then replaced
+for this trial by random points, as NNI's tuners fall back to a grid. What is left (two workers
+proposing the same architecture at the same moment) the objective still reuses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.search_space import IntersectionSearchSpace
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.search.space import SearchSpace
+
+Key = Callable[[dict[str, Any]], str | None]
+SEEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+def architecture_key(space: SearchSpace, sampling: int) -> Key:
+    """Parameters -> the point of the space they give (unused stage slots left out); None when
+    some parameter is missing."""
+
+    def key(params: dict[str, Any]) -> str | None:
+        try:
+            values = space.sample(optuna.trial.FixedTrial(params), sampling)
+        except ValueError:  # FixedTrial: a parameter is missing
+            return None
+        return json.dumps(values, sort_keys=True)
+
+    return key
+
+
+class FreshSampler(BaseSampler):
+    """`base`, asked for whole points that are new architectures (see the module doc).
+
+    A base that samples points jointly (multivariate TPE, GP, NSGA-II) is asked for relative
+    parameters again; one that samples parameter by parameter (random, independent TPE) is asked
+    for every parameter of the study's search space up front, so the point can be checked first.
+    """
+
+    def __init__(self, base: BaseSampler, key: Key, seed: int | None = None, tries: int = 3,
+                 random_tries: int = 20) -> None:
+        self.base, self.key, self.tries, self.random_tries = base, key, tries, random_tries
+        self.random = optuna.samplers.RandomSampler(seed=seed)
+        self.space = IntersectionSearchSpace(include_pruned=True)
+        self.joint: bool | None = None  # whether this trial's base samples jointly
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial,
+                                    ) -> dict[str, BaseDistribution]:
+        relative = self.base.infer_relative_search_space(study, trial)
+        self.joint = bool(relative)
+        return relative or {k: d for k, d in self.space.calculate(study).items()
+                            if not d.single()}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        seen, fixed = self.seen(study, trial)
+        first = None
+        for attempt in range(self.tries + self.random_tries):
+            params = self.propose(study, trial, search_space, attempt >= self.tries)
+            first = params if first is None else first
+            key = self.key({**fixed, **params})
+            if key is None or key not in seen:
+                return params
+        return first  # the space may be exhausted: the objective reuses the result
+
+    def propose(self, study: optuna.Study, trial: FrozenTrial,
+                search_space: dict[str, BaseDistribution], random: bool) -> dict[str, Any]:
+        if self.joint and not random:
+            return self.base.sample_relative(study, trial, search_space)
+        sampler = self.random if random else self.base
+        return {name: sampler.sample_independent(study, trial, name, d)
+                for name, d in search_space.items()}
+
+    def seen(self, study: optuna.Study, trial: FrozenTrial,
+             ) -> tuple[set[str | None], dict[str, Any]]:
+        """The architectures of the study's other trials, and the values of its one-value
+        parameters (left out of relative search spaces)."""
+        trials = [t for t in study.get_trials(deepcopy=False, states=SEEN)
+                  if t.number != trial.number]
+        fixed = {name: t.params[name] for t in trials for name, d in t.distributions.items()
+                 if d.single()}
+        return {self.key(t.params) for t in trials}, fixed
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+
+__all__ = ["FreshSampler", "architecture_key"]
