@@ -30,6 +30,7 @@ from nas.search import objective as objective_module
 from nas.search.run import SearchRequest, run_search
 from nas.search.space import load_space
 from nas.study import TrialRecord
+from nas.study.outage import RetryPolicy
 from nas.study.storage import open_storage
 
 # one xdist worker runs these one after another: they restart the PostgreSQL server
@@ -94,8 +95,10 @@ def no_leftover_processes() -> Iterator[None]:
 
 @functools.cache
 def reader(storage: str) -> optuna.storages.BaseStorage:
-    """One storage per URL: opening one runs schema checks, too slow to do on every poll."""
-    return open_storage(storage, heartbeat=False)
+    """One storage per URL: opening one runs schema checks, too slow to do on every poll. It
+    waits out a restarting server as the searches do."""
+    return open_storage(storage, heartbeat=False,
+                        retry=RetryPolicy(limit_s=120, notify=lambda text: None))
 
 
 def load(storage: str, study: str) -> optuna.Study:
