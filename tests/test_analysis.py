@@ -552,3 +552,20 @@ def test_a_planted_shift_between_spaces_is_found_and_a_null_one_is_not() -> None
         assert shifts.loc[pair, "low"] < -0.03 < shifts.loc[pair, "high"]
     fig = space_edf_figure(result)
     assert len(fig.data) == 3 and fig.data[2].name.startswith("C: mean ")
+
+
+def test_a_shift_interval_is_the_matched_cost_bootstrap_of_the_pair() -> None:
+    """Error trending with cost, few models a bin: each resample of a pair is weighted jointly
+    (both means over the same bins), so the interval is bootstrap_ci's, not twice as wide."""
+    rng = np.random.default_rng(3)
+    pops = {}
+    for name in ("A", "B"):
+        costs = 10 ** rng.uniform(4, 6, size=24)
+        pops[name] = pd.DataFrame({"error": 0.4 - 0.05 * np.log10(costs)
+                                   + rng.normal(0, 0.01, 24), "params": costs})
+    shift = compare_spaces(pops, n_boot=4000).shifts.iloc[0]
+    direct = bootstrap_ci(pops["A"]["error"], pops["A"]["params"], pops["B"]["error"],
+                          pops["B"]["params"], n_boot=4000)
+    width, expected = shift["high"] - shift["low"], direct.high - direct.low
+    assert 0.8 < width / expected < 1.25, (shift.to_dict(), direct)
+    assert shift["low"] < shift["shift"] < shift["high"]

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from nas.analysis import RuleEffects, builtin_rules, parse_rules
 from nas.analysis.models import stage_lists
-from nas.analysis.refine import refine_space, space_form
+from nas.analysis.refine import compact, refine_space, space_form
 from nas.io import load_spec, parse_spec
 from nas.report import report_html
 from nas.resources import preset_names
@@ -395,3 +395,12 @@ def test_a_new_search_study_records_its_sampler(tmp_path: Path) -> None:
                             storage=f"sqlite:///{tmp_path / 's.db'}", sampler=sampler)
         study, _ = open_search_study(req)
         assert StudySettings.from_study(study).sampler == sampler
+
+
+def test_a_written_space_keeps_zero_bounds_and_drops_only_defaults() -> None:
+    definition = {"family": "anynet", "dimensions": {
+        "se_ratio": {"low": 0.0, "high": 0.25, "step": 0.25, "log": False, "choices": None},
+        "depths": {"low": 1, "high": 3, "per_stage": True}}}
+    dims = compact(definition)["dimensions"]
+    assert dims["se_ratio"] == {"low": 0.0, "high": 0.25, "step": 0.25}
+    assert dims["depths"] == {"low": 1, "high": 3, "per_stage": True}

@@ -82,6 +82,8 @@ def test_resume_with_another_space_or_budget_is_refused(tmp_path: Path) -> None:
         run_search(request(tmp_path, "vgg", trials=2))
     with pytest.raises(UserError, match="epochs=1"):
         run_search(request(tmp_path, trials=2, epochs=3))
+    with pytest.raises(UserError, match="created with --sampler tpe; this run asks for random"):
+        run_search(request(tmp_path, trials=2, sampler="random"))  # nas analyze trusts it
 
 
 def test_same_architecture_and_budget_is_reused_not_retrained(tmp_path: Path) -> None:

@@ -23,3 +23,8 @@ def test_hypervolume_of_one_point_is_its_box_and_grows_with_a_better_point() -> 
     assert hypervolume([(0.2, 4.0)], (1.0, 7.0)) == pytest.approx(0.8 * 3.0)
     assert hypervolume([(0.2, 4.0), (0.1, 5.0)], (1.0, 7.0)) == pytest.approx(
         0.8 * 3.0 + 0.1 * 2.0)
+
+
+def test_hypervolume_refuses_points_of_another_dimension() -> None:
+    with pytest.raises(ValueError, match="3-d|2-d"):
+        hypervolume([(1, 2, 3), (2, 1, 3)], (4, 4))

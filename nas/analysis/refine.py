@@ -151,7 +151,7 @@ def effect_text(effects: RuleEffects, rule: str) -> str:
 
 def compact(definition: dict[str, Any]) -> dict[str, Any]:
     """The definition without the default entries of each dimension (None, false)."""
-    dims = {name: {k: v for k, v in d.items() if v not in (None, False)}
+    dims = {name: {k: v for k, v in d.items() if v is not None and v is not False}
             for name, d in (definition.get("dimensions") or {}).items()}
     return {**definition, "dimensions": dims}
 
@@ -190,7 +190,7 @@ def write_space(text: str, path: Path) -> SearchSpace:
         with path.open("x", encoding="utf-8") as f:  # "x": never overwrite, even in a race
             f.write(text)
     except FileExistsError:
-        refuse_existing(path)
+        raise UserError(f"{path}: already exists; not overwriting (choose another --out)") from None
     try:
         return load_space(path)
     except SpecError:

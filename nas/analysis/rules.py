@@ -354,9 +354,11 @@ def load_rules(path: str | Path) -> list[Rule]:
     """User rules from a YAML file (read with yaml.safe_load)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise RuleError(f"{path}: {e.strerror or e}") from e
+    except UnicodeDecodeError:
+        raise RuleError(f"{path}: not a UTF-8 text file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -26,6 +26,7 @@ from nas.analysis.edf import (
     as_costs,
     bin_index,
     log_edges,
+    resampled_difference,
     row_statistic,
     weighted_edf,
     weights_from_bins,
@@ -102,7 +103,11 @@ def compare_spaces(populations: Mapping[str, pd.DataFrame], cost: str = "params"
     shifts = []
     for a, b in pairs if pairs is not None else list(zip(names, names[1:])):
         ia, ib = names.index(a), names.index(b)
-        low, high = interval(means[ib] - means[ia], confidence)
+        # weighted jointly per resample, so both means of a row cover the same cost bins (a bin
+        # one space's resample missed would otherwise drop out of that space's mean only)
+        diff = resampled_difference([errors[ia], errors[ib]], [index[ia], index[ib]], k,
+                                    [draws[ia], draws[ib]], None, "uniform")
+        low, high = interval(diff, confidence)
         shift = float(summary.loc[ib, "mean_error"] - summary.loc[ia, "mean_error"])
         shifts.append({"from": a, "to": b, "shift": shift, "low": low, "high": high,
                        "verdict": shift_verdict(low, high)})

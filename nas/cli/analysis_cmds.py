@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -150,9 +151,10 @@ def refine(
     for rule, why in refinement.left_out:
         print(f"left out {rule}: {why}")
     print(f"wrote {out} (space {space.name}, {space.size():,.0f} points)")
-    print(f"next: nas search --space {out} --sampler random --trials "
-          f"{analysis.effects.n_models} --study {space.name}")
-    print(f"then: nas compare --study {name} --study {space.name}")
+    where = f" --storage {shlex.quote(storage)}" if storage else ""
+    print(f"next: nas search --space {out} --sampler random --no-early-stop --trials "
+          f"{analysis.effects.n_models} --study {space.name}{where}")
+    print(f"then: nas compare --study {name} --study {space.name}{where}")
 
 
 def stages_text(stages: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> str:

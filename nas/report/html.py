@@ -29,7 +29,7 @@ from nas.report.frames import (
     study_info,
     trials_frame,
 )
-from nas.study import StudyTrial, study_trials
+from nas.study import StudySettings, StudyTrial, study_trials
 
 GENERATOR = "nas report"
 MARKER = f'<meta name="generator" content="{GENERATOR}">'
@@ -151,8 +151,13 @@ def effects_table(frame: pd.DataFrame) -> str:
 
 def rules_section(study: optuna.Study, trials: list[StudyTrial]) -> list[str]:
     """Design rules: the rule table and its figures, or a note saying why there are none."""
+    from nas.analysis.models import sampler_check
     from nas.analysis.study import analyse_study
 
+    check = sampler_check(StudySettings.from_study(study), study.study_name)
+    if check.random is False:  # before the bootstrap, which would be thrown away
+        return [note(f"No rule tests: {check.message}. Run the space again with "
+                     f"--sampler random to test design rules.")]
     cost = next((c for c in study_costs(study) if c in ("params", "macs")), "params")
     try:
         analysis = analyse_study(study, cost, trials=trials)

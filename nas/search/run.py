@@ -142,7 +142,7 @@ def same_space(recorded: StudySettings, space: SearchSpace) -> bool:
 
 
 def check_resume(req: SearchRequest, recorded: StudySettings) -> None:
-    """Refuses to resume a study with another space or other objectives."""
+    """Refuses to resume a study with another space, other objectives or another sampler."""
     if not same_space(recorded, req.space):
         raise UserError(
             f"study {req.study_name} was created with space {recorded.space} "
@@ -151,6 +151,10 @@ def check_resume(req: SearchRequest, recorded: StudySettings) -> None:
     if recorded.objectives not in (None, list(req.objectives)):
         raise UserError(f"study {req.study_name} optimises {','.join(recorded.objectives)}; "
                         f"this run asks for {','.join(req.objectives)}: use another --study")
+    if recorded.sampler not in (None, req.sampler):  # a random study must stay random (EDFs)
+        raise UserError(f"study {req.study_name} was created with --sampler {recorded.sampler}; "
+                        f"this run asks for {req.sampler}: pass --sampler {recorded.sampler} "
+                        f"or use another --study")
 
 
 def open_search_study(req: SearchRequest, notify: Notify | None = None, worker: bool = False,

@@ -129,7 +129,11 @@ def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -
     from optuna._hypervolume import compute_hypervolume
 
     ref = np.asarray(reference, dtype=float)
-    values = np.asarray(points, dtype=float).reshape(-1, ref.size)
+    values = np.asarray(points, dtype=float)
+    if values.size == 0:
+        return 0.0
+    if values.ndim != 2 or values.shape[1] != ref.size:
+        raise ValueError(f"points of shape {values.shape} against a {ref.size}-d reference")
     inside = values[(values < ref).all(axis=1)]
     return float(compute_hypervolume(inside, ref)) if len(inside) else 0.0
 
