@@ -343,7 +343,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--reference", type=reference_point, default=REFERENCE,
                    help=f"hypervolume reference point ERROR,LOG10_PARAMS (default "
                         f"{','.join(map(str, REFERENCE))})")
-    p.add_argument("--out", type=Path, default=Path("samplers.json"),
+    p.add_argument("--out", type=Path, default=Path("studies/benchmarks/samplers.json"),
                    help="figures as JSON; the plot beside it as .html")
     p.add_argument("--workdir", type=Path, default=None,
                    help="keep the studies and the cache here (a re-run resumes them)")
@@ -362,7 +362,8 @@ def main() -> None:
     # trials that TPE's seed shares with the random sampler's are trained once (the cache)
     jobs = [Job(s, seed) for s in samplers for seed in range(args.seeds)]
     loads, start = [], time.perf_counter()
-    hits_before = 0 if args.no_cache or args.cache is None else ResultCache(args.cache).hits()
+    kept_cache = args.cache or (args.workdir / "cache" if args.workdir else None)
+    hits_before = 0 if args.no_cache or kept_cache is None else ResultCache(kept_cache).hits()
     print(f"{len(jobs)} studies ({', '.join(samplers)} x {args.seeds} seeds) of {args.trials} "
           f"trials on {args.space}: {args.epochs} epochs, subset {args.subset}, batch "
           f"{args.batch_size}, {args.jobs} workers each, {args.parallel} studies at a time; "
@@ -385,6 +386,7 @@ def main() -> None:
     print(f"wall time {wall / 60:.1f} min on {os.cpu_count()} cores, mean load average "
           f"{load:.1f}; the benchmark's result cache saved {hits} trainings (benchmark only: "
           "cached results are replayed through early stopping, so trials end as without it)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "reference": args.reference, "wall_s": wall, "mean_load": load, "cache_hits": hits,
