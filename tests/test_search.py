@@ -225,6 +225,7 @@ def test_cli_search_prints_budget_front_and_next_commands(tmp_path: Path) -> Non
     out = run.stdout
     assert "budget dataset=fashion-mnist epochs=1 subset=0.02" in out
     assert "Pareto front of resnext" in out
+    assert "≈" not in out, "no noise column before nas confirm measured the noise"
     assert "nas dashboard --study resnext" in out and "nas export --study resnext" in out
     assert (tmp_path / "studies" / "resnext.db").exists()
 

@@ -146,14 +146,16 @@ def print_front(study: optuna.Study, req: SearchRequest) -> None:
     close = within_noise([t.record.val_accuracy or 0.0 for t in rows], noise)
     multi = len(study.directions) > 1
     table = Table(title=f"{'Pareto front' if multi else 'Best trials'} of {study.study_name}")
-    for col in ("trial", "family", "val acc", "≈", "params", "MACs", "latency ms", "epochs",
-                "hash"):
+    columns = ("trial", "family", "val acc", *(("≈",) if noise is not None else ()), "params",
+               "MACs", "latency ms", "epochs", "hash")  # ≈ once nas confirm measured the noise
+    for col in columns:
         table.add_column(col, justify="left" if col in ("family", "hash") else "right",
                          no_wrap=True)
     for t, near in zip(rows, close):
         r = t.record
-        table.add_row(str(t.number), r.family or "?", f"{r.val_accuracy or 0:.4f}",
-                      "≈" if near else "", human(r.params or 0), human(r.macs or 0),
+        mark = ("≈" if near else "",) if noise is not None else ()
+        table.add_row(str(t.number), r.family or "?", f"{r.val_accuracy or 0:.4f}", *mark,
+                      human(r.params or 0), human(r.macs or 0),
                       f"{r.latency_ms if r.latency_ms is not None else math.nan:.2f}",
                       str(r.epochs_run or ""), (r.spec_hash or "")[:8])
     console.print(table)
