@@ -106,7 +106,9 @@ def too_few_reason(counts: dict[str, int], matched: dict[str, int], cost: str,
     """Why a side is too small to compare, or None."""
     for status, verb in (("satisfied", "satisfy"), ("violated", "violate")):
         if counts[status] < min_models:
-            return f"only {counts[status]} models {verb} it (at least {min_models} a side)"
+            n = counts[status]
+            who = f"{n} model {verb}s" if n == 1 else f"{n} models {verb}"
+            return f"only {who} it (at least {min_models} a side)"
     for status, verb in (("satisfied", "satisfy"), ("violated", "violate")):
         if matched[status] < min_models:
             return (f"only {matched[status]} of the {counts[status]} models that {verb} it share "
