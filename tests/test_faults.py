@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import optuna
+import psycopg
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -83,6 +84,19 @@ def start(args: list[str], cwd: Path, env: dict[str, str] = ENV) -> subprocess.P
 
 
 @pytest.fixture(autouse=True)
+def server_up() -> None:
+    """Each test starts with the PostgreSQL server accepting connections (one was seen shutting
+    down, cause unknown, when the suite ran in two processes); ours is restarted when it does
+    not answer."""
+    if PG_URL is None or PG_CONTROL is None:
+        return
+    try:
+        psycopg.connect(PG_URL, connect_timeout=5).close()
+    except psycopg.OperationalError:
+        pg("restart")
+
+
+@pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
     """A failed test must not leave a search running to slow down the tests after it."""
     yield
@@ -105,11 +119,16 @@ def load(storage: str, study: str) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=reader(storage))
 
 
-def wait_for(predicate, timeout: float = 120.0) -> None:  # noqa: ANN001
+def wait_for(predicate, timeout: float = 120.0,  # noqa: ANN001
+             process: subprocess.Popen | None = None) -> None:
+    """Polls `predicate`; with `process`, a search that ended first fails with its output."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if predicate():
             return
+        if process is not None and process.poll() is not None:
+            out = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"the search ended (exit {process.returncode}) first:\n{out}")
         time.sleep(0.2)
     raise AssertionError("timed out waiting")
 
@@ -146,7 +165,7 @@ def test_sigkill_then_the_same_command_at_once_retries_the_killed_trial(
     env = {**ENV, "NAS_GRACE_S": "600"}  # the heartbeat path would wait 10 minutes
     args = search_args(storage_url, study, 3, *LONGER)
     worker = start(args, tmp_path, env)
-    wait_for(lambda: running_mid_trial(storage_url, study))
+    wait_for(lambda: running_mid_trial(storage_url, study), process=worker)
     victim = load(storage_url, study).get_trials(states=(TrialState.RUNNING,))[0]
     worker.send_signal(signal.SIGKILL)
     worker.wait()
@@ -170,7 +189,7 @@ def test_signals_fail_the_running_trial_and_the_next_run_resumes(
     url, study = f"sqlite:///{tmp_path / 's.db'}", "sig"
     args = search_args(url, study, 3, *LONGER)
     worker = start(args, tmp_path)
-    wait_for(lambda: running_mid_trial(url, study))
+    wait_for(lambda: running_mid_trial(url, study), process=worker)
     worker.send_signal(sig)
     out, _ = worker.communicate(timeout=60)
     assert worker.returncode == code, out
@@ -188,7 +207,7 @@ def test_signals_fail_the_running_trial_and_the_next_run_resumes(
 def test_a_live_trial_declared_stale_is_logged_and_the_worker_carries_on(tmp_path: Path) -> None:
     url, study = f"sqlite:///{tmp_path / 's.db'}", "stale"
     worker = start(search_args(url, study, 2, *LONGER), tmp_path)
-    wait_for(lambda: running_mid_trial(url, study))
+    wait_for(lambda: running_mid_trial(url, study), process=worker)
     live = load(url, study).get_trials(states=(TrialState.RUNNING,))[0]
     reader(url).set_trial_state_values(live._trial_id, state=TrialState.FAIL)  # as a peer would
     out, _ = worker.communicate(timeout=300)
@@ -200,7 +219,7 @@ def test_a_live_trial_declared_stale_is_logged_and_the_worker_carries_on(tmp_pat
 def test_workers_die_with_their_parent(tmp_path: Path) -> None:
     url, study = f"sqlite:///{tmp_path / 's.db'}", "orphans"
     parent = start([*search_args(url, study, 6), "--jobs", "2"], tmp_path)
-    wait_for(lambda: running_mid_trial(url, study))
+    wait_for(lambda: running_mid_trial(url, study), process=parent)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     # the workers get SIGTERM from the kernel, mark their trials failed and exit
@@ -306,7 +325,7 @@ def finished_count(storage: str, study: str) -> int:
 def test_a_postgres_restart_mid_search_is_weathered(tmp_path: Path) -> None:
     study = f"restart-{uuid.uuid4().hex[:8]}"
     search = start([*search_args(PG_URL, study, 6), "--jobs", "2"], tmp_path)  # type: ignore[arg-type]
-    wait_for(lambda: running_mid_trial(PG_URL, study))  # type: ignore[arg-type]
+    wait_for(lambda: running_mid_trial(PG_URL, study), process=search)  # type: ignore[arg-type]
     pg("restart")
     wait_for(lambda: finished_count(PG_URL, study) >= 3, 300)  # type: ignore[arg-type]
     pg("restart")
@@ -326,7 +345,7 @@ def test_an_outage_longer_than_the_limit_is_one_line_and_the_rerun_cleans_up(
     study = f"outage-{uuid.uuid4().hex[:8]}"
     args = [*search_args(PG_URL, study, 3, *LONGER), "--storage-retry", "3"]  # type: ignore[arg-type]
     search = start(args, tmp_path)
-    wait_for(lambda: running_mid_trial(PG_URL, study))  # type: ignore[arg-type]
+    wait_for(lambda: running_mid_trial(PG_URL, study), process=search)  # type: ignore[arg-type]
     pg("pause", "12")
     out, _ = search.communicate(timeout=120)
     assert search.returncode == 2, out
@@ -405,7 +424,7 @@ def test_a_study_file_deleted_under_a_running_search_stops_it_with_one_line(
 ) -> None:
     url, study = f"sqlite:///{tmp_path / 's.db'}", "gone"
     search = start(search_args(url, study, 4, *LONGER), tmp_path)
-    wait_for(lambda: running_mid_trial(url, study))
+    wait_for(lambda: running_mid_trial(url, study), process=search)
     (tmp_path / "s.db").unlink()
     out, _ = search.communicate(timeout=120)
     assert search.returncode == 2, out
@@ -438,7 +457,7 @@ def fill(disk: Path) -> None:
 def test_sqlite_on_a_full_disk_stops_with_one_line(small_disk: Path, tmp_path: Path) -> None:
     url, study = f"sqlite:///{small_disk / 's.db'}", "full"
     search = start(search_args(url, study, 6, *LONGER), tmp_path)
-    wait_for(lambda: running_mid_trial(url, study))
+    wait_for(lambda: running_mid_trial(url, study), process=search)
     fill(small_disk)
     out, _ = search.communicate(timeout=120)
     assert search.returncode == 2, out
