@@ -569,3 +569,13 @@ def test_a_shift_interval_is_the_matched_cost_bootstrap_of_the_pair() -> None:
     width, expected = shift["high"] - shift["low"], direct.high - direct.low
     assert 0.8 < width / expected < 1.25, (shift.to_dict(), direct)
     assert shift["low"] < shift["shift"] < shift["high"]
+
+
+def test_a_side_of_one_model_is_said_in_the_singular() -> None:
+    from nas.analysis.compare import too_few_reason
+
+    one = {"satisfied": 1, "violated": 40}
+    assert too_few_reason(one, one, "params", 8) == "only 1 model satisfies it (at least 8 a side)"
+    other = {"satisfied": 20, "violated": 1}
+    assert too_few_reason(other, other, "params", 8) == \
+        "only 1 model violates it (at least 8 a side)"

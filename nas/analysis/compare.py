@@ -107,7 +107,8 @@ def too_few_reason(counts: dict[str, int], matched: dict[str, int], cost: str,
     for status, verb in (("satisfied", "satisfy"), ("violated", "violate")):
         if counts[status] < min_models:
             n = counts[status]
-            who = f"{n} model {verb}s" if n == 1 else f"{n} models {verb}"
+            one = {"satisfy": "satisfies", "violate": "violates"}[verb]
+            who = f"{n} model {one}" if n == 1 else f"{n} models {verb}"
             return f"only {who} it (at least {min_models} a side)"
     for status, verb in (("satisfied", "satisfy"), ("violated", "violate")):
         if matched[status] < min_models:

@@ -6,7 +6,9 @@ space, counting only the bins where every space has a model, each with mass 1/k 
 complexity distribution of Radosavovic et al. 2019; see nas.analysis.edf). A resample draws each
 space's models with replacement, independently, and keeps those bins; a bin that a space's
 resample leaves empty drops out of that space's mean in that resample. A shift's interval is
-taken over the row-by-row differences of the two spaces' resampled means. The shift from space
+taken over the resampled differences of the pair weighted jointly (bootstrap_ci's
+resampled_difference): in each resample both means cover the bins both spaces still have. The
+shift from space
 a to space b is mean(b) - mean(a): negative when b's models err less at the same cost (the
 paper's "the EDF improves").
 """
