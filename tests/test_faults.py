@@ -491,3 +491,31 @@ def test_sqlite_on_a_full_disk_stops_with_one_line(small_disk: Path, tmp_path: P
     assert "Traceback" not in out
     [line] = error_lines(out)
     assert "full" in line.lower() or "no space" in line.lower(), line
+
+
+OPEN = """
+import sys
+from nas.study.storage import open_storage
+open_storage(sys.argv[1], heartbeat=False)
+"""
+
+
+@pytest.mark.skipif(PG_URL is None, reason="NAS_TEST_POSTGRES_URL not set")
+def test_workers_opening_a_new_postgres_database_at_once_all_get_in(tmp_path: Path) -> None:
+    """Four processes create Optuna's schema in one new database at the same moment: each
+    PostgreSQL refusal of a duplicate catalogue entry is a race to open again, not an error."""
+    name = f"race_{uuid.uuid4().hex[:8]}"
+    url = urlsplit(PG_URL)  # type: ignore[arg-type]
+    with psycopg.connect(PG_URL, autocommit=True) as admin:  # type: ignore[arg-type]
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        fresh = url._replace(path=f"/{name}").geturl()
+        env = {**ENV, "PYTHONPATH": str(REPO)}
+        openers = [subprocess.Popen([sys.executable, "-c", OPEN, fresh], env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                   for _ in range(4)]
+        outputs = [p.communicate(timeout=120)[0] for p in openers]
+        assert [p.returncode for p in openers] == [0, 0, 0, 0], outputs
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:  # type: ignore[arg-type]
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

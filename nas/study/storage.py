@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,14 @@ from nas.study.outage import (
     ResilientRDBStorage,
     RetryPolicy,
     StorageUnavailable,
+    causes,
     server_restarting,
 )
 from nas.study.record import sampled_attrs
 
 # A killed worker's trial is failed (and retried) GRACE_S after its last heartbeat; the
 # environment can shorten both (the fault tests do).
+SCHEMA_RACE_TRIES = 5
 HEARTBEAT_S = int(os.environ.get("NAS_HEARTBEAT_S", "10"))
 GRACE_S = int(os.environ.get("NAS_GRACE_S", "30"))
 
@@ -127,12 +130,7 @@ def open_storage(url: str, heartbeat: bool = True, max_retry: int = 1,
     policy.describe = f"storage {mask_url(url)}"
     opening = policy if wait_to_open else RetryPolicy(limit_s=0, describe=policy.describe)
     try:
-        try:
-            storage = ResilientRDBStorage(url, opening, sqlite_file=path, **kwargs)
-        except Exception as e:
-            if opening is policy or policy.limit_s <= 0 or not server_restarting(e):
-                raise
-            storage = ResilientRDBStorage(url, policy, sqlite_file=path, **kwargs)
+        storage = _create(url, opening, policy, path, kwargs)
     except StorageUnavailable:
         raise
     except Exception as e:  # sqlalchemy raises many kinds; the user needs one line
@@ -142,6 +140,30 @@ def open_storage(url: str, heartbeat: bool = True, max_retry: int = 1,
     if path is not None:
         serializable_sqlite(storage.engine)
     return storage
+
+
+def _create(url: str, opening: RetryPolicy, policy: RetryPolicy, path: Path | None,
+            kwargs: dict) -> ResilientRDBStorage:
+    """The storage, waiting for a server that is restarting (with `policy`), and opening again
+    when another process was creating the same new schema at the same moment (PostgreSQL
+    refuses the second CREATE TABLE with a unique violation in its catalogue)."""
+    for attempt in range(SCHEMA_RACE_TRIES):
+        try:
+            return ResilientRDBStorage(url, opening, sqlite_file=path, **kwargs)
+        except Exception as e:
+            if schema_race(e) and attempt + 1 < SCHEMA_RACE_TRIES:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            if opening is policy or policy.limit_s <= 0 or not server_restarting(e):
+                raise
+            return ResilientRDBStorage(url, policy, sqlite_file=path, **kwargs)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def schema_race(error: BaseException) -> bool:
+    """A unique violation in PostgreSQL's catalogue: two processes created one table at once."""
+    text = " ".join(str(e) for e in causes(error))
+    return "pg_type_typname_nsp_index" in text or "pg_class_relname_nsp_index" in text
 
 
 def serializable_sqlite(engine: Any) -> None:
