@@ -4,6 +4,7 @@ folder (presets and spaces are package data), and light commands do not import t
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -14,6 +15,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# one xdist worker builds the wheel once; the build itself runs in a private copy of the source,
+# since setuptools writes build/ and nas.egg-info/ into the tree it builds (two builds of one
+# tree at once broke CI: one removed build/lib while the other copied into it)
+pytestmark = pytest.mark.xdist_group("packaging")
+SOURCE = ["pyproject.toml", "README.md", "nas", "spaces"]
+LEFT_OUT = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.pyc")
 
 
 def run(args: list[str], cwd: Path, timeout: float = 300,
@@ -30,8 +38,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh venv holding nas from a wheel built here; its dependencies (torch, optuna...)
     come from this environment through a .pth line, so nothing is downloaded."""
     root = tmp_path_factory.mktemp("pkg")
+    source = root / "source"
+    for name in SOURCE:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, symlinks=True, ignore=LEFT_OUT)
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(root / "dist"), str(REPO)], root)
+         "-w", str(root / "dist"), str(source)], root)
     [wheel] = (root / "dist").glob("nas-*.whl")
     venv = root / "venv"
     run([sys._base_executable, "-m", "venv", str(venv)], root)  # noqa: SLF001
