@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import CliRunner
 from optuna.trial import TrialState
 
 from nas.builder import build
@@ -253,6 +254,51 @@ def test_bad_search_input_is_one_line_exit_2_and_no_file(
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], run.stderr
     assert not (tmp_path / "studies").exists(), "nothing written for a refused search"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trials", "-3"], "--trials must be at least 1, got -3"),
+        (["--trials", "abc"], "Invalid value for '--trials'"),
+        (["--bogus"], "No such option: --bogus"),
+        (["--subset", "1.5"], "--subset is a fraction of the training split, in (0, 1]"),
+        (["--subset", "0"], "--subset is a fraction"),
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--lr", "0"], "--lr must be positive"),
+        (["--max-params", "0"], "--max-params must be at least 1"),
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder: no such directory"),
+    ],
+)
+def test_bad_search_values_are_refused_before_the_progress_bar_and_the_study(
+    run_nas: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str],
+    message: str,
+) -> None:
+    """Found by a newcomer: --subset 1.5 made a study whose trials all failed and whose budget
+    then refused the corrected command; --trials -3 drew a 0/-3 bar first; a typo'd option
+    printed a boxed usage panel."""
+    monkeypatch.chdir(tmp_path)
+    run = run_nas("search", "--space", "resnext", "--trials", "2", *args)
+    assert run.code == 2
+    assert len(run.err_lines) == 1 and run.err_lines[0].startswith("nas: error: "), run.err
+    assert message in run.err_lines[0]
+    assert run.out == "" and not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_data_that_is_missing_leaves_no_study_to_refuse_the_next_run(
+    run_nas: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    run = run_nas("search", "--space", "resnext", "--trials", "1", "--data-dir", "empty",
+                  "--epochs", "1", "--jobs", jobs)
+    assert run.code == 2 and "no fashion-mnist files found there" in run.err, run.err
+    db = tmp_path / "studies" / "resnext.db"
+    assert optuna.get_all_study_names(f"sqlite:///{db}") == [], \
+        "the study (and its budget) is created only once the data is found"
 
 
 def test_a_foreign_database_is_refused_untouched(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import typer
+
 from nas.cli.app import app, err_console
 from nas.errors import UserError
 
@@ -16,10 +18,26 @@ from nas.cli import analysis_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import confirm_cmds  # noqa: E402,F401  isort: skip
 
 
+# typer's usage errors (unknown option, missing option, a value that does not parse) derive from
+# click's ClickException, which newer typer vendors privately: found through a public class
+CLICK_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__
+                                    if c.__name__ == "ClickException")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors, the command line's included, become one line on stderr and
+    exit code 2."""
     try:
-        app(args=argv, prog_name="nas")
+        code = app(args=argv, prog_name="nas", standalone_mode=False)
+    except CLICK_ERROR as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # plain `nas`: the help, as click does
+            e.show()  # type: ignore[attr-defined]
+            sys.exit(2)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        err_console.print(f"nas: error: {e.format_message()}{hint}",  # type: ignore[attr-defined]
+                          markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
     except UserError as e:
         err_console.print(f"nas: error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -31,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("nas: interrupted", markup=False)
         sys.exit(130)
+    if isinstance(code, int) and code:  # typer.Exit(N) comes back as N here
+        sys.exit(code)
 
 
 __all__ = ["app", "main"]

@@ -58,7 +58,7 @@ def search(
 ) -> None:
     """Search a space: sample specs, train each briefly, record all in an Optuna study."""
     from nas.device import auto_jobs, resolve_device
-    from nas.search.run import SearchRequest
+    from nas.search.run import SearchRequest, check_request
     from nas.search.space import load_space
     from nas.search.workers import raise_terminated
     from nas.sizes import parse_memory_option
@@ -72,6 +72,7 @@ def search(
         device=str(resolve_device(device)), early_stop=early_stop, max_failures=max_failures,
         threads=threads, storage_retry=storage_retry,
     )
+    check_request(req)  # before the progress bar, the storage or any worker
     jobs = auto_jobs(req.device) if jobs is None else jobs
     if jobs < 1:
         raise UserError("--jobs must be at least 1")

@@ -78,6 +78,21 @@ def check_request(req: SearchRequest) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if req.storage_retry < 0:
         raise UserError(f"--storage-retry must be 0 or more seconds, got {req.storage_retry:g}")
+    for name in ("epochs", "batch_size", "max_params", "max_macs", "max_memory"):
+        value = getattr(req, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if req.subset is not None and not 0 < req.subset <= 1:
+        raise UserError(f"--subset is a fraction of the training split, in (0, 1]; "
+                        f"got {req.subset:g}")
+    if req.lr is not None and not req.lr > 0:
+        raise UserError(f"--lr must be positive, got {req.lr:g}")
+    if req.dataset is not None:
+        from nas.data import dataset_info
+
+        dataset_info(req.dataset)
+    if req.data_dir is not None and not Path(req.data_dir).expanduser().is_dir():
+        raise UserError(f"--data-dir {req.data_dir}: no such directory")
     check_objectives(req.objectives)
     req.space.check()
 
@@ -158,9 +173,11 @@ def check_resume(req: SearchRequest, recorded: StudySettings) -> None:
 
 
 def open_search_study(req: SearchRequest, notify: Notify | None = None, worker: bool = False,
+                      prepare: Callable[[dict[str, Any]], None] | None = None,
                       ) -> tuple[optuna.Study, dict[str, Any]]:
     """Create or resume the study; refuse a resume with another space or objectives. Results
-    held through an earlier storage outage are written first.
+    held through an earlier storage outage are written first. `prepare(budget)` (loading the
+    data) runs before a new study is created, so what it refuses leaves no study behind.
 
     Storage calls wait out outages up to `req.storage_retry` s, each outage announced once
     through `notify`; a worker (`worker`) also waits for its first connection.
@@ -179,6 +196,8 @@ def open_search_study(req: SearchRequest, notify: Notify | None = None, worker: 
     if existing is not None:
         check_resume(req, recorded)
     budget = settle(req, recorded)
+    if prepare is not None:
+        prepare(budget)
     # a resumed study or another worker must not replay the same sampler stream
     offset = (len(existing.get_trials(deepcopy=False)) if existing else 0) + 7919 * req.worker_index
     sampler_seed = budget["seed"] if req.sampler_seed is None else req.sampler_seed
@@ -234,10 +253,16 @@ def run_search(
     from nas.data import load_data
 
     check_request(req)
-    study, budget = open_search_study(req, notify, worker)
     if not req.device.startswith("cuda"):
         torch.set_num_threads(req.threads)
-    data = load_data(budget["dataset"], req.data_dir, req.device, seed=budget["seed"])
+    loaded: dict[str, Any] = {}
+
+    def prepare(budget: dict[str, Any]) -> None:
+        loaded["data"] = load_data(budget["dataset"], req.data_dir, req.device,
+                                   seed=budget["seed"])
+
+    study, budget = open_search_study(req, notify, worker, prepare=prepare)
+    data = loaded["data"]
     sampling = StudySettings.from_study(study).sampling_scheme  # old studies keep theirs
     objective = Objective(req.space, data, replace(trial_settings(req, budget), sampling=sampling))
     gc.freeze()  # long-lived objects (torch, the data): the collection after each trial skips them

@@ -114,9 +114,10 @@ def run_workers(
     check_request(req)
     # created here once, so workers only resume it; the parent only reads it for the progress
     # bar, so it does not wait long on an outage (the workers do, and say so)
-    study, budget = open_search_study(replace(req, storage_retry=min(req.storage_retry, 2.0)),
-                                      notify=lambda text: None)
-    load_data(budget["dataset"], req.data_dir, "cpu", seed=budget["seed"])  # fail here, once
+    # the data is found (or refused) here, once, and before a new study is created
+    study, budget = open_search_study(
+        replace(req, storage_retry=min(req.storage_retry, 2.0)), notify=lambda text: None,
+        prepare=lambda b: load_data(b["dataset"], req.data_dir, "cpu", seed=b["seed"]))
     if on_start:
         on_start(study, budget)
     return run_pool(search_worker, req, jobs, study, poll, notify)
