@@ -145,6 +145,12 @@ def test_cli_json_holds_the_findings(tmp_path: Path, run_nas: Any) -> None:
     settings = StudySettings.from_study(optuna.load_study(study_name="s.confirm",
                                                           storage=ref.url))
     assert settings.confirm_summary == found, "stored on the linked study"
+    # found by a newcomer: the bare command after a confirmation with other flags was refused
+    again = run_nas("confirm", "--study", "s", "--storage", ref.url, "--json")
+    assert again.code == 0, again.err
+    assert json.loads(again.out) == found, "left-out options take what the confirmation recorded"
+    other = run_nas("confirm", "--study", "s", "--storage", ref.url, "--epochs", "2", "--json")
+    assert other.code == 2 and "s.confirm was run with epochs=1" in other.err, other.err
 
 
 def test_front_neighbours_within_the_noise_are_marked() -> None:

@@ -94,13 +94,42 @@ class Plan:
         return {"front": self.front, "control": self.control, "seeds": self.seeds}
 
 
+def recorded_confirmation(source: optuna.Study) -> StudySettings | None:
+    """What an earlier `nas confirm` of `source` recorded (selection and budget), if any."""
+    try:
+        linked = optuna.load_study(study_name=confirm_name(source.study_name),
+                                   storage=source._storage)  # noqa: SLF001  the same storage
+    except KeyError:
+        return None
+    recorded = StudySettings.from_study(linked)
+    return recorded if recorded.source_study is not None else None
+
+
+def with_recorded(req: ConfirmRequest, recorded: StudySettings) -> ConfirmRequest:
+    """Options left out take what the linked study was created with, as `nas search` does:
+    rerunning `nas confirm --study S` (or with --json) resumes or reads that confirmation."""
+    selection = recorded.selection or {}
+    return replace(req, epochs=req.epochs or recorded.epochs,
+                   subset=req.subset or recorded.subset,
+                   seeds=req.seeds or len(selection.get("seeds") or []) or None)
+
+
 def plan(source: optuna.Study, req: ConfirmRequest) -> Plan:
-    """Chooses the front members and the control group; refuses what cannot be confirmed."""
+    """Chooses the front members and the control group; refuses what cannot be confirmed.
+    Options left out take what an earlier confirmation of the study recorded."""
     settings = StudySettings.from_study(source)
     trials = study_trials(source)
     distinct = {t.record.spec_hash: t for t in reversed(trials) if t.evaluated}
     if not distinct:
         raise UserError(f"study {source.study_name} has no trained trial to confirm")
+    recorded = recorded_confirmation(source)
+    if recorded is not None:
+        req = with_recorded(req, recorded)
+        selection = recorded.selection or {}
+        if req.top is None and req.control is None and selection.get("front") is not None:
+            front, control = list(selection["front"]), list(selection.get("control") or [])
+            return make_plan(source, settings, req, front, control,
+                             {t.number: t.record for t in trials})
     front = [t.number for t in study_front(source, top=len(trials))]
     top = req.top if req.top is not None else min(DEFAULT_TOP, len(front))
     if top > len(front):
@@ -291,6 +320,8 @@ def run_confirm(req: ConfirmRequest, jobs: int = 1, notify: Any = None, on_run: 
     enqueue_missing(study, the_plan)
     if on_start:
         on_start(study, the_plan)
+    if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
+        return study, the_plan  # all done: a rerun reads the findings, loads no data
     if jobs == 1:
         work(study, req, the_plan, on_run)
     else:
