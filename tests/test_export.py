@@ -61,6 +61,8 @@ def test_export_best_writes_the_trial_spec_and_its_train_command(
                      "--threads": "1",
                      "--out": str(tmp_path / "best" / "runs" / Path(entry["file"]).stem)}
     assert manifest["budget"] == BUDGET
+    assert f"  retrain: {entry['train_command']}" in result.out.splitlines(), \
+        "export prints the command that repeats the trial"
 
 
 def test_export_pareto_is_the_study_front(run_nas: Any, db: Path, study: optuna.Study,

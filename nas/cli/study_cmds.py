@@ -122,4 +122,9 @@ def export(
         shown = "untrained" if acc is None else f"val acc {acc:.4f}"
         console.print(f"trial {entry['number']}: {out / entry['file']} ({shown})",
                       markup=False, highlight=False)
-    console.print(f"wrote {out / MANIFEST}", markup=False, highlight=False)
+        # the search's budget, seed and data split: a plain `nas train FILE` uses train's
+        # defaults and does not repeat the trial
+        console.print(f"  retrain: {entry['train_command']}", markup=False, highlight=False,
+                      soft_wrap=True)
+    console.print(f"wrote {out / MANIFEST} (the retrain commands are in it too)", markup=False,
+                  highlight=False)

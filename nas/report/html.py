@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
+import shlex
 from pathlib import Path
 
 import optuna
@@ -108,11 +109,12 @@ def front_table(frame: pd.DataFrame, summary: ConfirmSummary | None = None) -> s
     return table(shown.where(shown.notna(), "")) + note
 
 
-def confirmation_block(summary: ConfirmSummary | None) -> list[str]:
+def confirmation_block(summary: ConfirmSummary | None, study: str) -> list[str]:
     """The confirmation section: findings, search against confirmed accuracy, the table."""
     if summary is None:
-        return ["<h2>Confirmation</h2>", '<p class="note">not confirmed yet: `nas confirm '
-                "--study ...` retrains the front and a control group at a larger budget with "
+        command = html.escape(shlex.join(["nas", "confirm", "--study", study]))
+        return ["<h2>Confirmation</h2>", f'<p class="note">not confirmed yet: <code>{command}'
+                "</code> retrains the front and a control group at a larger budget with "
                 "several seeds, and tells how far this ranking can be trusted.</p>"]
     frame = confirmation_frame(summary)
     findings = [("runs", f"{summary.runs_done} of {summary.runs_total}"),
@@ -198,7 +200,7 @@ def report_html(study: optuna.Study) -> str:
         "all its objectives.</p>",
         figure_block(figures.pareto_figure(frame, study_costs(study)), "pareto"),
         front_table(frame, confirmation),
-        *confirmation_block(confirmation),
+        *confirmation_block(confirmation, study.study_name),
         "<h2>Optimisation history</h2>",
         figure_block(figures.history_figure(history_frame(frame)), "history"),
         "<h2>Parameter importances</h2>", imp,
