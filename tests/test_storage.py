@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nas.errors import UserError
-from nas.study.storage import mask_url, open_storage
+from nas.study.storage import mask_url, open_storage, schema_race
 
 
 def test_mask_url_hides_the_password() -> None:
@@ -125,3 +125,38 @@ def test_workers_never_take_the_same_queued_trial_from_sqlite(tmp_path: Path) ->
     taken = [json.loads(w.communicate(timeout=120)[0]) for w in workers]
     every = [trial_id for ids in taken for trial_id in ids]
     assert sorted(every) == sorted({t._trial_id for t in study.trials}), taken
+
+
+def psycopg_error(name: str, message: str) -> Exception:
+    import psycopg.errors
+
+    return getattr(psycopg.errors, name)(message)
+
+
+def raised(error: Exception, cause: BaseException) -> Exception:
+    try:
+        raise error from cause
+    except Exception as e:  # noqa: BLE001
+        return e
+
+
+@pytest.mark.parametrize(
+    ("error", "race"),
+    [
+        (psycopg_error("DuplicateObject", 'type "studydirection" already exists'), True),
+        (psycopg_error("DuplicateTable", 'relation "studies" already exists'), True),
+        (psycopg_error("UniqueViolation", 'duplicate key value violates unique constraint '
+                                          '"pg_type_typname_nsp_index"'), True),
+        (psycopg_error("UniqueViolation", 'duplicate key value violates unique constraint '
+                                          '"trials_pkey"'), False),
+        (psycopg_error("OperationalError", "connection refused"), False),
+    ],
+)
+def test_a_race_to_create_optunas_schema_is_told_from_other_errors(error: Exception,
+                                                                   race: bool) -> None:
+    """Seen in CI: four workers opening a new database, one stopped on 'type studydirection
+    already exists' (42710), which the catalogue-index check did not know."""
+    import sqlalchemy.exc
+
+    wrapped = raised(sqlalchemy.exc.ProgrammingError("CREATE TYPE ...", {}, error), error)
+    assert schema_race(raised(UserError("cannot open storage"), wrapped)) is race

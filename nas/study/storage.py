@@ -160,10 +160,20 @@ def _create(url: str, opening: RetryPolicy, policy: RetryPolicy, path: Path | No
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# PostgreSQL's refusals when two processes create Optuna's schema in one new database at once:
+# the catalogue's unique index (23505 on pg_type/pg_class), or CREATE of a type or table the
+# other process has just made (42710 'type "studydirection" already exists', 42P07 for a table)
+DUPLICATE_SCHEMA_STATES = {"42710", "42P07"}
+
+
 def schema_race(error: BaseException) -> bool:
-    """A unique violation in PostgreSQL's catalogue: two processes created one table at once."""
-    text = " ".join(str(e) for e in causes(error))
-    return "pg_type_typname_nsp_index" in text or "pg_class_relname_nsp_index" in text
+    """Two processes created one part of Optuna's schema at once: opening again succeeds."""
+    chain = list(causes(error))
+    if any(getattr(e, "sqlstate", None) in DUPLICATE_SCHEMA_STATES for e in chain):
+        return True
+    text = " ".join(str(e) for e in chain)
+    return "pg_type_typname_nsp_index" in text or "pg_class_relname_nsp_index" in text or \
+        ("already exists" in text and ('type "' in text or 'relation "' in text))
 
 
 def serializable_sqlite(engine: Any) -> None:
