@@ -100,7 +100,8 @@ def test_tpe_re_proposes_architectures_and_fresh_sampling_does_not(multivariate:
         return optuna.samplers.TPESampler(seed=1, multivariate=multivariate,
                                           n_startup_trials=10)
 
-    assert repeats(tpe()) >= 5, "the waste FreshSampler is for"
+    # 10 (multivariate) and 4 (univariate) of 40 with Optuna 5.1, 5 or more with 5.0
+    assert repeats(tpe()) >= 2, "the waste FreshSampler is for"
     assert repeats(FreshSampler(tpe(), KEY, seed=1)) == 0
 
 
