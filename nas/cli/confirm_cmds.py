@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -49,7 +48,7 @@ def confirm(
     from nas.analysis.confirmation import summarize
     from nas.device import auto_jobs, resolve_device
     from nas.search.confirm import ConfirmRequest, open_source, plan
-    from nas.search.workers import raise_terminated
+    from nas.search.workers import unwind_on_sigterm
     from nas.study import StudySettings, locate_study
 
     ref = locate_study(study, storage)
@@ -61,7 +60,7 @@ def confirm(
         raise UserError("--jobs must be at least 1")
     req.check()
     plan(open_source(req), req)  # what cannot be confirmed is refused before anything starts
-    signal.signal(signal.SIGTERM, raise_terminated)
+    unwind_on_sigterm()
     try:
         linked, the_plan, source = run_with_progress(req, jobs, quiet=as_json)
     except KeyboardInterrupt as e:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import signal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -60,7 +59,7 @@ def search(
     from nas.device import auto_jobs, resolve_device
     from nas.search.run import SearchRequest, check_request
     from nas.search.space import load_space
-    from nas.search.workers import raise_terminated
+    from nas.search.workers import unwind_on_sigterm
     from nas.sizes import parse_memory_option
 
     req = SearchRequest(
@@ -76,7 +75,7 @@ def search(
     jobs = auto_jobs(req.device) if jobs is None else jobs
     if jobs < 1:
         raise UserError("--jobs must be at least 1")
-    signal.signal(signal.SIGTERM, raise_terminated)
+    unwind_on_sigterm()
     try:
         run_with_progress(req, jobs)
     except KeyboardInterrupt as e:  # click would turn it into exit 1; the user wants 130/143

@@ -30,10 +30,32 @@ from nas.search.run import (
 )
 from nas.study.outage import StorageBroken, StorageUnavailable
 
+_leaving = False  # this process is on its way out: a SIGTERM must not interrupt that
+
 
 def raise_terminated(signum: int, frame: object) -> None:
-    """SIGTERM handler: unwinds like Ctrl-C (the running trial is failed) and exits 143."""
+    """SIGTERM handler: unwinds like Ctrl-C (the running trial is failed) and exits 143, once.
+    A SIGTERM that arrives while the process is already leaving (unwinding from an earlier one,
+    or a worker reporting its error while the parent stops the others) is ignored: it would
+    otherwise interrupt the exit with a 'Terminated' traceback."""
+    global _leaving
+    if _leaving:
+        return
+    _leaving = True
     raise Terminated()
+
+
+def unwind_on_sigterm() -> None:
+    """Installs `raise_terminated` for SIGTERM, this process not leaving yet."""
+    global _leaving
+    _leaving = False
+    signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def leaving() -> None:
+    """From here on this process is exiting: SIGTERMs are ignored."""
+    global _leaving
+    _leaving = True
 
 
 def die_with_parent(parent: int) -> None:
@@ -57,17 +79,21 @@ def _worker(target: WorkerTarget, request: Any, index: int, parent: int,
             messages: mp.Queue) -> None:
     """One worker process with its own storage connection; notices and its error (one line)
     go to the parent, which shows each once however many workers send it."""
-    signal.signal(signal.SIGTERM, raise_terminated)
+    unwind_on_sigterm()
     try:
         die_with_parent(parent)
         target(request, index, lambda text: messages.put(("notice", text)))
     except Terminated:
         raise SystemExit(143) from None
     except KeyboardInterrupt:
+        leaving()
         raise SystemExit(130) from None
     except UserError as e:
+        leaving()  # the parent, told of the error, stops the others and may signal this one
         messages.put(("error", str(e)))
         raise SystemExit(2) from None
+    finally:
+        leaving()
 
 
 class Messages:
