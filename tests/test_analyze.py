@@ -341,15 +341,21 @@ def regnet_trials(n: int, seed: int) -> list[optuna.trial.FrozenTrial]:
 
 def test_fit_regnet_fits_each_of_a_studys_best_models(run_nas: Any, url: str,
                                                      tmp_path: Path) -> None:
-    out = tmp_path / "best.yaml"
+    out = tmp_path / "fits"
     result = run_nas("fit-regnet", "--storage", url, "--study", "regnets", "--top", "2",
                      "--out", str(out), "--json")
     assert result.code == 0, result.err
     data = json.loads(result.out)
     assert [f["source"] for f in data["fits"]] == ["trial 4", "trial 3"]  # best first
     assert all(f["e_fit"] == 0.0 and f["stages"] == f["source_stages"] for f in data["fits"])
-    best = load(url, "regnets").trials[4]
-    assert load_spec(out).lower() == load_spec(best.user_attrs["spec"]).lower()
+    files = [out / "trial-4-regnet.yaml", out / "trial-3-regnet.yaml"]
+    assert data["out"] == [str(f) for f in files], "several models: one file each in --out"
+    trials = load(url, "regnets").trials
+    for number, file in zip((4, 3), files):
+        assert load_spec(file).lower() == load_spec(trials[number].user_attrs["spec"]).lower()
+    again = run_nas("fit-regnet", "--storage", url, "--study", "regnets", "--top", "2",
+                    "--out", str(out))
+    assert again.code == 2 and "trial-4-regnet.yaml: already exists" in again.err
     chosen = run_nas("fit-regnet", "1", "0", "--storage", url, "--study", "regnets")
     assert chosen.code == 0
     assert [line.split(" (")[0] for line in chosen.out.splitlines()

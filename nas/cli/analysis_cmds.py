@@ -206,27 +206,27 @@ def fit_regnet(
     top: Annotated[int | None, typer.Option(
         help="With --study: the K models of highest validation accuracy.")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Write the fitted regnet spec (of the first model listed) to this file.")] = None,
+        help="Write the fitted regnet spec to this file; with several models, a folder that "
+             "gets one file per model (trial-N-regnet.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Fit RegNet's width rule to a spec, or to each of a study's chosen models."""
     from nas.analysis.regnet_fit import fit_spec, regnet_spec, stage_plan
     from nas.io import parse_spec, save_spec
 
-    if out is not None and out.exists():
+    if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"{out}: already exists; not overwriting")
     fits = []
     for label, spec, acc in fit_sources(source or [], study, storage, top):
         fit = fit_spec(spec)
         fits.append((label, fit, stage_plan(spec), acc, regnet_spec(fit, spec)))
-    written = None
-    if out is not None:
-        label, fit, _, _, data = fits[0]
-        written = save_spec(parse_spec(data, f"the regnet fitted to {label}"), out)
+    targets = fit_files(out, [label for label, *_ in fits])
+    written = [save_spec(parse_spec(data, f"the regnet fitted to {label}"), path)
+               for (label, *_, data), path in zip(fits, targets)]
     if as_json:
         print(json.dumps({"fits": [fit_json(label, fit, plan, acc)
                                    for label, fit, plan, acc, _ in fits],
-                          "out": None if written is None else str(written)}))
+                          "out": [str(path) for path in written]}))
         return
     for label, fit, plan, acc, _ in fits:
         shown = "" if acc is None else f" (val acc {acc:.4f})"
@@ -235,9 +235,29 @@ def fit_regnet(
               f"e_fit {fit.e_fit:.4f}")
         print(f"  stages (depth x width): source {stages_text(plan)}")
         print(f"                          regnet {stages_text(fit.stages)}")
-    if written is not None:
-        console.print(f"wrote {written} (the regnet fitted to {fits[0][0]})", markup=False,
+    for (label, *_), path in zip(fits, written):
+        console.print(f"wrote {path} (the regnet fitted to {label})", markup=False,
                       highlight=False)
+
+
+def fit_files(out: Path | None, labels: list[str]) -> list[Path]:
+    """Where each fitted spec goes: `out` itself for one model, else one file per model in the
+    folder `out`; refuses (before anything is written) a file that exists."""
+    if out is None:
+        return []
+    if len(labels) == 1:
+        if out.exists():
+            raise UserError(f"{out}: already exists; not overwriting (one model: --out is the "
+                            f"spec file to write)")
+        return [out]
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder (several models: --out is a "
+                        f"folder that gets one spec file each)")
+    paths = [out / f"{label.replace(' ', '-')}-regnet.yaml" for label in labels]
+    taken = [p for p in paths if p.exists()]
+    if taken:
+        raise UserError(f"{taken[0]}: already exists; not overwriting")
+    return paths
 
 
 __all__ = ["analyze", "fit_regnet", "refine"]
