@@ -35,7 +35,7 @@ from nas.study.outage import RetryPolicy
 from nas.study.storage import open_storage
 
 # one xdist worker runs these one after another: they restart the PostgreSQL server
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
+pytestmark = pytest.mark.slow  # one process runs this file in order (scripts/test.sh)
 REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("NAS_TEST_POSTGRES_URL")
 # set by scripts/test.sh when it started the server itself: only then may a test restart it
@@ -89,9 +89,9 @@ def server_answers() -> None:
 
 
 def server_up() -> None:
-    """Each test starts with the PostgreSQL server accepting connections (one was seen shutting
-    down, cause unknown, when the suite ran in two processes); ours is restarted when it does
-    not answer."""
+    """Each test starts with the PostgreSQL server accepting connections; ours is restarted when
+    it does not answer (it was seen shutting down when, unknown to us, the xdist group meant to
+    keep these tests in one process was ignored and another fault test paused it)."""
     if PG_URL is None or PG_CONTROL is None:
         return
     try:
@@ -327,8 +327,9 @@ def finished_count(storage: str, study: str) -> int:
 
 def start_on_pg(args: list[str], tmp_path: Path, study: str) -> subprocess.Popen:
     """A search on the test server, seen mid-trial. What these tests break is a server under a
-    running search; a server found down before the search opened its study (seen in two-process
-    runs of the suite, cause unknown; its log is in the failure) is set up again, once."""
+    running search; a server found down before the search opened its study (it should not be:
+    this file's tests run in one process, in order) is set up again, once, and a failure
+    carries the server's log."""
     for attempt in range(2):
         server_up()
         search = start(args, tmp_path)

@@ -16,10 +16,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# one xdist worker builds the wheel once; the build itself runs in a private copy of the source,
-# since setuptools writes build/ and nas.egg-info/ into the tree it builds (two builds of one
-# tree at once broke CI: one removed build/lib while the other copied into it)
-pytestmark = pytest.mark.xdist_group("packaging")
+# one process builds the wheel once (scripts/test.sh runs a file's tests in one process); the
+# build runs in a private copy of the source, since setuptools writes build/ and nas.egg-info/
+# into the tree it builds (two builds of one tree at once broke CI: one removed build/lib while
+# the other copied into it)
 SOURCE = ["pyproject.toml", "README.md", "nas", "spaces"]
 LEFT_OUT = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.pyc")
 
