@@ -3,16 +3,31 @@
 set -euo pipefail
 venv=${1:-.venv}
 cd "$(dirname "$0")/.."
+free_port() {
+  "$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
 if [ -z "${NAS_TEST_POSTGRES_URL:-}" ]; then
-  # a server of this run's own (folder and free port): two suites at once on one machine (two
-  # clones) must not stop or restart each other's server, as a shared one was seen to be
+  # servers of this run's own (folders and free ports), so two suites at once on one machine
+  # (two clones) cannot stop each other's: one that no test disrupts, and one that only the
+  # server fault tests (tests/test_faults_server.py) restart and pause under their searches
   export NAS_PG_DIR=${NAS_PG_DIR:-$(mktemp -d /tmp/nas-test-pg.XXXXXX)}
-  export NAS_PG_PORT=${NAS_PG_PORT:-$("$venv/bin/python" -c 'import socket; s = socket.socket()
-s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+  export NAS_PG_PORT=${NAS_PG_PORT:-$(free_port)}
   if url=$(bash scripts/postgres.sh start); then
     export NAS_TEST_POSTGRES_URL=$url
-    export NAS_TEST_PG_CONTROL=scripts/postgres.sh  # ours: the fault tests may restart it
     trap 'bash scripts/postgres.sh stop' EXIT
+    fault_dir=$(mktemp -d /tmp/nas-test-pg-faults.XXXXXX)
+    fault_port=$(free_port)
+    if fault_url=$(NAS_PG_DIR=$fault_dir NAS_PG_PORT=$fault_port bash scripts/postgres.sh start)
+    then
+      export NAS_TEST_PG_FAULT_URL=$fault_url NAS_TEST_PG_FAULT_DIR=$fault_dir
+      export NAS_TEST_PG_FAULT_PORT=$fault_port
+      export NAS_TEST_PG_CONTROL=scripts/postgres.sh  # restarts and pauses the fault server
+      trap 'bash scripts/postgres.sh stop
+            NAS_PG_DIR=$fault_dir NAS_PG_PORT=$fault_port bash scripts/postgres.sh stop' EXIT
+    else
+      rm -rf "$fault_dir"
+    fi
   else
     rm -rf "$NAS_PG_DIR"
   fi
