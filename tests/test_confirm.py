@@ -17,7 +17,7 @@ from nas.errors import UserError
 from nas.io import parse_spec
 from nas.report import report_html
 from nas.report.confirmation import within_noise
-from nas.search.confirm import ConfirmRequest, confirm_name, run_confirm
+from nas.search.confirm import ConfirmRequest, confirm_name, plan, run_confirm
 from nas.study import StudySettings, TrialRecord, study_trials
 from nas.study.locate import StudyRef
 from nas.study.storage import open_storage
@@ -146,11 +146,23 @@ def test_cli_json_holds_the_findings(tmp_path: Path, run_nas: Any) -> None:
                                                           storage=ref.url))
     assert settings.confirm_summary == found, "stored on the linked study"
     # found by a newcomer: the bare command after a confirmation with other flags was refused
-    again = run_nas("confirm", "--study", "s", "--storage", ref.url, "--json")
+    (tmp_path / "no-data").mkdir()
+    again = run_nas("confirm", "--study", "s", "--storage", ref.url, "--json",
+                    "--data-dir", str(tmp_path / "no-data"))  # nothing to run: no data loaded
     assert again.code == 0, again.err
     assert json.loads(again.out) == found, "left-out options take what the confirmation recorded"
+    top_only = run_nas("confirm", "--study", "s", "--storage", ref.url, "--top", "2", "--json")
+    assert top_only.code == 0 and json.loads(top_only.out) == found, "--control as recorded"
     other = run_nas("confirm", "--study", "s", "--storage", ref.url, "--epochs", "2", "--json")
     assert other.code == 2 and "s.confirm was run with epochs=1" in other.err, other.err
+
+
+def test_a_confirmation_made_for_an_older_study_of_that_name_is_refused(tmp_path: Path) -> None:
+    ref = source_study(tmp_path, [0.5, 0.4])  # made again: trials 0 and 1 only
+    runs_study(tmp_path, ref, {0: [0.70, 0.72]})  # recorded front [3, 0], control [1, 2]
+    source = optuna.load_study(study_name="s", storage=ref.url)
+    with pytest.raises(UserError, match="retrained trial 3, which s no longer has"):
+        plan(source, ConfirmRequest(source=ref))
 
 
 def test_front_neighbours_within_the_noise_are_marked() -> None:

@@ -71,6 +71,8 @@ class ConfirmRequest:
             raise UserError(f"--control must be 0 or more, got {self.control}")
         if self.subset is not None and not 0 < self.subset <= 1:
             raise UserError(f"--subset must be in (0, 1], got {self.subset}")
+        if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
+            raise UserError(f"--data-dir {self.data_dir}: no such directory")
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,32 @@ def with_recorded(req: ConfirmRequest, recorded: StudySettings) -> ConfirmReques
     """Options left out take what the linked study was created with, as `nas search` does:
     rerunning `nas confirm --study S` (or with --json) resumes or reads that confirmation."""
     selection = recorded.selection or {}
+    front, control = selection.get("front"), selection.get("control")
+    given = req.top is not None or req.control is not None
     return replace(req, epochs=req.epochs or recorded.epochs,
                    subset=req.subset or recorded.subset,
-                   seeds=req.seeds or len(selection.get("seeds") or []) or None)
+                   seeds=req.seeds or len(selection.get("seeds") or []) or None,
+                   # one of --top / --control given: the other as recorded
+                   top=req.top if req.top is not None or not given or front is None
+                   else len(front),
+                   control=req.control if req.control is not None or not given
+                   or control is None else len(control))
+
+
+def recorded_selection(source: optuna.Study, recorded: StudySettings,
+                       trials: list[Any]) -> tuple[list[int], list[int]]:
+    """The front and control group an earlier confirmation chose, checked against the study:
+    each must still be an evaluated trial of it (else the study was made again since)."""
+    selection = recorded.selection or {}
+    front, control = list(selection["front"]), list(selection.get("control") or [])
+    evaluated = {t.number for t in trials if t.evaluated}
+    missing = [n for n in front + control if n not in evaluated]
+    if missing:
+        raise UserError(f"{confirm_name(source.study_name)} retrained trial {missing[0]}, which "
+                        f"{source.study_name} no longer has as a trained trial (was the study "
+                        f"made again?); delete {confirm_name(source.study_name)} to confirm "
+                        f"this one")
+    return front, control
 
 
 def plan(source: optuna.Study, req: ConfirmRequest) -> Plan:
@@ -127,7 +152,7 @@ def plan(source: optuna.Study, req: ConfirmRequest) -> Plan:
         req = with_recorded(req, recorded)
         selection = recorded.selection or {}
         if req.top is None and req.control is None and selection.get("front") is not None:
-            front, control = list(selection["front"]), list(selection.get("control") or [])
+            front, control = recorded_selection(source, recorded, trials)
             return make_plan(source, settings, req, front, control,
                              {t.number: t.record for t in trials})
     front = [t.number for t in study_front(source, top=len(trials))]
