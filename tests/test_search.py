@@ -21,10 +21,11 @@ from nas.device import memory_limit
 from nas.errors import UserError
 from nas.io import parse_spec
 from nas.report import report_html, trials_frame
-from nas.search.run import SearchRequest, run_search
+from nas.search.run import SearchRequest, open_search_study, run_search
 from nas.search.space import SAMPLING, load_space, space_files
 from nas.study import StudySettings
 from nas.study import study_front as front
+from nas.train import search_budget
 
 TRIAL_ATTRS = {
     "spec", "spec_hash", "family", "params", "macs", "latency_ms", "val_accuracy", "curve",
@@ -299,6 +300,27 @@ def test_data_that_is_missing_leaves_no_study_to_refuse_the_next_run(
     db = tmp_path / "studies" / "resnext.db"
     assert optuna.get_all_study_names(f"sqlite:///{db}") == [], \
         "the study (and its budget) is created only once the data is found"
+
+
+def test_a_study_created_elsewhere_while_the_data_loads_is_resumed_on_its_budget(
+    tmp_path: Path
+) -> None:
+    """The same command started on two machines at once: the second finds no study, loads the
+    data, and meanwhile the first creates the study; the second resumes it on its budget
+    instead of writing its own settings over it (the review found the two budgets mixed)."""
+    calls: list[int] = []
+
+    def prepare(budget: dict) -> None:
+        calls.append(budget["epochs"])
+        if len(calls) == 1:  # the other machine creates the study now, with 3 epochs
+            open_search_study(request(tmp_path, epochs=3))
+
+    study, budget = open_search_study(request(tmp_path, epochs=None), prepare=prepare)
+    assert search_budget("cpu")["epochs"] != 3
+    assert budget["epochs"] == 3 == StudySettings.from_study(study).epochs
+    assert calls == [search_budget("cpu")["epochs"], 3], "prepared again on their budget"
+    with pytest.raises(UserError, match="study was run with epochs=3"):
+        open_search_study(request(tmp_path, epochs=1))
 
 
 def test_a_foreign_database_is_refused_untouched(tmp_path: Path) -> None:

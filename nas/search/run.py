@@ -172,6 +172,13 @@ def check_resume(req: SearchRequest, recorded: StudySettings) -> None:
                         f"or use another --study")
 
 
+def load_existing(name: str, storage: Any) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
 def open_search_study(req: SearchRequest, notify: Notify | None = None, worker: bool = False,
                       prepare: Callable[[dict[str, Any]], None] | None = None,
                       ) -> tuple[optuna.Study, dict[str, Any]]:
@@ -188,16 +195,22 @@ def open_search_study(req: SearchRequest, notify: Notify | None = None, worker: 
     if notify is not None:
         policy.notify = notify
     storage = open_storage(req.storage_url, retry=policy, wait_to_open=worker)
-    try:
-        existing = optuna.load_study(study_name=req.study_name, storage=storage)
-    except KeyError:
-        existing = None
+    existing = load_existing(req.study_name, storage)
     recorded = StudySettings.from_study(existing) if existing else StudySettings()
     if existing is not None:
         check_resume(req, recorded)
     budget = settle(req, recorded)
     if prepare is not None:
         prepare(budget)
+    if existing is None and (existing := load_existing(req.study_name, storage)) is not None:
+        # another process (the same command on another machine) created the study while this
+        # one loaded the data: resume theirs, on their budget
+        recorded = StudySettings.from_study(existing)
+        check_resume(req, recorded)
+        theirs = settle(req, recorded)
+        if prepare is not None and theirs != budget:
+            prepare(theirs)
+        budget = theirs
     # a resumed study or another worker must not replay the same sampler stream
     offset = (len(existing.get_trials(deepcopy=False)) if existing else 0) + 7919 * req.worker_index
     sampler_seed = budget["seed"] if req.sampler_seed is None else req.sampler_seed
