@@ -149,6 +149,11 @@ def raised(error: Exception, cause: BaseException) -> Exception:
                                           '"pg_type_typname_nsp_index"'), True),
         (psycopg_error("UniqueViolation", 'duplicate key value violates unique constraint '
                                           '"trials_pkey"'), False),
+        (psycopg_error("UniqueViolation", 'duplicate key value violates unique constraint '
+                                          '"alembic_version_pkc"'), True),
+        (sqlite3.IntegrityError("UNIQUE constraint failed: alembic_version.version_num"), True),
+        (sqlite3.OperationalError("table study_directions already exists"), True),
+        (sqlite3.IntegrityError("UNIQUE constraint failed: trials.number"), False),
         (psycopg_error("OperationalError", "connection refused"), False),
     ],
 )
@@ -160,3 +165,22 @@ def test_a_race_to_create_optunas_schema_is_told_from_other_errors(error: Except
 
     wrapped = raised(sqlalchemy.exc.ProgrammingError("CREATE TYPE ...", {}, error), error)
     assert schema_race(raised(UserError("cannot open storage"), wrapped)) is race
+
+
+OPEN_NEW = """
+import sys
+from nas.study.storage import open_storage
+open_storage(sys.argv[1], heartbeat=False)
+"""
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_get_in(tmp_path: Path) -> None:
+    """Found by review: of 4 processes creating Optuna's schema in one new file, some stopped
+    on 'table study_directions already exists' or on the version stamp's UNIQUE constraint."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    openers = [subprocess.Popen([sys.executable, "-c", OPEN_NEW, url], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in openers]
+    assert [p.returncode for p in openers] == [0, 0, 0, 0], outputs

@@ -145,8 +145,8 @@ def open_storage(url: str, heartbeat: bool = True, max_retry: int = 1,
 def _create(url: str, opening: RetryPolicy, policy: RetryPolicy, path: Path | None,
             kwargs: dict) -> ResilientRDBStorage:
     """The storage, waiting for a server that is restarting (with `policy`), and opening again
-    when another process was creating the same new schema at the same moment (PostgreSQL
-    refuses the second CREATE TABLE with a unique violation in its catalogue)."""
+    when another process was creating the same new schema at the same moment (the second
+    CREATE or version stamp is refused: `schema_race`)."""
     for attempt in range(SCHEMA_RACE_TRIES):
         try:
             return ResilientRDBStorage(url, opening, sqlite_file=path, **kwargs)
@@ -172,8 +172,17 @@ def schema_race(error: BaseException) -> bool:
     if any(getattr(e, "sqlstate", None) in DUPLICATE_SCHEMA_STATES for e in chain):
         return True
     text = " ".join(str(e) for e in chain)
-    return "pg_type_typname_nsp_index" in text or "pg_class_relname_nsp_index" in text or \
-        ("already exists" in text and ('type "' in text or 'relation "' in text))
+    if "pg_type_typname_nsp_index" in text or "pg_class_relname_nsp_index" in text:
+        return True
+    # PostgreSQL: type "studydirection" / relation "studies" already exists; SQLite: table
+    # study_directions already exists, index ix_studies_study_name already exists
+    kinds = ('type "', 'relation "', "table ", "index ")
+    if "already exists" in text and any(kind in text for kind in kinds):
+        return True
+    # both stamped the schema's version: Optuna's alembic_version and version_info rows
+    # (PostgreSQL: duplicate key ... "alembic_version_pkc"; SQLite: UNIQUE constraint failed)
+    duplicate = "duplicate key" in text or "UNIQUE constraint failed" in text
+    return duplicate and ("alembic_version" in text or "version_info" in text)
 
 
 def serializable_sqlite(engine: Any) -> None:
