@@ -356,6 +356,12 @@ def test_fit_regnet_fits_each_of_a_studys_best_models(run_nas: Any, url: str,
     again = run_nas("fit-regnet", "--storage", url, "--study", "regnets", "--top", "2",
                     "--out", str(out))
     assert again.code == 2 and "trial-4-regnet.yaml: already exists" in again.err
+    as_file = run_nas("fit-regnet", "--storage", url, "--study", "regnets", "--top", "2",
+                      "--out", str(tmp_path / "best.yaml"))
+    assert as_file.code == 2 and "2 models need a folder" in as_file.err
+    twice = run_nas("fit-regnet", "1", "1", "--storage", url, "--study", "regnets", "--out",
+                    str(tmp_path / "one.yaml"))
+    assert twice.code == 0 and (tmp_path / "one.yaml").is_file(), "a number given twice: once"
     chosen = run_nas("fit-regnet", "1", "0", "--storage", url, "--study", "regnets")
     assert chosen.code == 0
     assert [line.split(" (")[0] for line in chosen.out.splitlines()

@@ -183,11 +183,12 @@ def fit_sources(sources: list[str], study: str | None, storage: str | None,
     from nas.analysis.study import pick_trials
     from nas.study import open_located
 
-    numbers = []
+    numbers: list[int] = []
     for s in sources:
         if not s.isdigit():
             raise UserError(f"{s}: with --study, give trial numbers (or --top K)")
-        numbers.append(int(s))
+        if int(s) not in numbers:  # a number given twice is fitted once
+            numbers.append(int(s))
     _, loaded = open_located(study, storage)
     out = []
     for t in pick_trials(loaded, numbers, top):
@@ -250,9 +251,9 @@ def fit_files(out: Path | None, labels: list[str]) -> list[Path]:
             raise UserError(f"{out}: already exists; not overwriting (one model: --out is the "
                             f"spec file to write)")
         return [out]
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder (several models: --out is a "
-                        f"folder that gets one spec file each)")
+    if (out.exists() and not out.is_dir()) or out.suffix.lower() in (".yaml", ".yml", ".json"):
+        raise UserError(f"--out {out}: {len(labels)} models need a folder (one spec file each), "
+                        f"not a file")
     paths = [out / f"{label.replace(' ', '-')}-regnet.yaml" for label in labels]
     taken = [p for p in paths if p.exists()]
     if taken:
