@@ -177,6 +177,9 @@ def test_the_report_carries_the_confirmation(tmp_path: Path) -> None:
     ref = source_study(tmp_path, [0.5, 0.4, 0.3, 0.51])  # front: trials 0 and 3, 0.01 apart
     source = optuna.load_study(study_name="s", storage=ref.url)
     assert "not confirmed yet: <code>nas confirm --study s</code>" in report_html(source)
+    elsewhere = "postgresql://nas:secret@db:5432/nas"
+    assert "<code>nas confirm --study s --storage 'postgresql://nas:***@db:5432/nas'</code>" \
+        in report_html(source, elsewhere), "a study not in its default file names its storage"
     runs_study(tmp_path, ref, {0: [0.70, 0.72], 1: [0.66, 0.66], 2: [0.60, 0.62],
                                3: [0.65, 0.67]})
     page = report_html(source)

@@ -54,9 +54,9 @@ def report(
     from nas.report import report_html, write_page
     from nas.study import open_located
 
-    _, loaded = open_located(study, storage)
+    ref, loaded = open_located(study, storage)
     target = out or Path("studies") / f"{loaded.study_name}-report.html"
-    write_page(report_html(loaded), target, overwrite)
+    write_page(report_html(loaded, ref.url), target, overwrite)
     console.print(f"wrote {target}", markup=False, highlight=False)
 
 

@@ -31,6 +31,7 @@ from nas.report.frames import (
     trials_frame,
 )
 from nas.study import StudySettings, StudyTrial, study_trials
+from nas.study.storage import default_storage, mask_url
 
 GENERATOR = "nas report"
 MARKER = f'<meta name="generator" content="{GENERATOR}">'
@@ -109,10 +110,14 @@ def front_table(frame: pd.DataFrame, summary: ConfirmSummary | None = None) -> s
     return table(shown.where(shown.notna(), "")) + note
 
 
-def confirmation_block(summary: ConfirmSummary | None, study: str) -> list[str]:
-    """The confirmation section: findings, search against confirmed accuracy, the table."""
+def confirmation_block(summary: ConfirmSummary | None, study: str,
+                       storage: str | None = None) -> list[str]:
+    """The confirmation section: findings, search against confirmed accuracy, the table.
+    `storage`: the study's URL when it is not the default one (shown masked)."""
     if summary is None:
-        command = html.escape(shlex.join(["nas", "confirm", "--study", study]))
+        where = ["--storage", mask_url(storage)] if storage else []
+        command = html.escape(shlex.join(["nas", "confirm", "--study", study, *where]),
+                              quote=False)
         return ["<h2>Confirmation</h2>", f'<p class="note">not confirmed yet: <code>{command}'
                 "</code> retrains the front and a control group at a larger budget with "
                 "several seeds, and tells how far this ranking can be trusted.</p>"]
@@ -183,8 +188,9 @@ def rules_section(study: optuna.Study, trials: list[StudyTrial]) -> list[str]:
             figure_block(rule_edf_figure(effects), "rule-edfs")]
 
 
-def report_html(study: optuna.Study) -> str:
-    """The whole report of one study."""
+def report_html(study: optuna.Study, storage: str | None = None) -> str:
+    """The whole report of one study; `storage`, its URL, is named in the commands it suggests
+    when it is not the study's default."""
     trials = study_trials(study)  # read once; every section is drawn from these
     frame = trials_frame(study, trials)
     importances = importance_data(trials, frame)
@@ -200,7 +206,9 @@ def report_html(study: optuna.Study) -> str:
         "all its objectives.</p>",
         figure_block(figures.pareto_figure(frame, study_costs(study)), "pareto"),
         front_table(frame, confirmation),
-        *confirmation_block(confirmation, study.study_name),
+        *confirmation_block(confirmation, study.study_name,
+                            None if storage in (None, default_storage(study.study_name))
+                            else storage),
         "<h2>Optimisation history</h2>",
         figure_block(figures.history_figure(history_frame(frame)), "history"),
         "<h2>Parameter importances</h2>", imp,
