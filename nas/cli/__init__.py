@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"nas: error: {e.format_message()}{hint}",  # type: ignore[attr-defined]
                           markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
+    except typer.Abort:  # end of input at a prompt
+        err_console.print("nas: aborted", markup=False)
+        sys.exit(1)
     except UserError as e:
         err_console.print(f"nas: error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
