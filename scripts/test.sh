@@ -32,11 +32,10 @@ if [ -z "${NAS_TEST_POSTGRES_URL:-}" ]; then
     rm -rf "$NAS_PG_DIR"
   fi
 fi
-# two processes by default (NAS_TEST_WORKERS=0: one): tests use one torch thread each. Each
-# test file runs whole in one process, in order: test_faults restarts and pauses the server
-# under its own searches, test_packaging builds one wheel. (Not --dist loadgroup: with pytest
-# 9.2 and xdist 3.8 its xdist_group marks are silently ignored, since xdist renames items
-# through a private attribute pytest no longer reads; fault tests then ran in both processes
-# at once and stopped each other's server.)
-"$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NAS_TEST_WORKERS:-2}" --dist loadfile \
+# two processes by default (NAS_TEST_WORKERS=0: one), tests handed out one by one; each uses
+# one torch thread. Nothing relies on xdist groups: with pytest 9.2 and xdist 3.8 xdist_group
+# marks are silently ignored (xdist renames items through a private attribute pytest no longer
+# reads), which once let fault tests stop the server under each other. The server fault tests
+# now have a server of their own and take turns on it through a file lock.
+"$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${NAS_TEST_WORKERS:-2}" --dist load \
   "${@:2}"

@@ -1,10 +1,11 @@
 """Faults of the database server under running searches: PostgreSQL restarted, stopped for
 longer than --storage-retry, and the chaos of killed workers with server restarts. These restart
-and pause a PostgreSQL server of their own (scripts/test.sh starts it), one test at a time: one
-process runs this file in order."""
+and pause a PostgreSQL server of their own (scripts/test.sh starts it), one test at a time
+(a file lock, whichever test process runs them)."""
 
 from __future__ import annotations
 
+import fcntl
 import random
 import signal
 import subprocess
@@ -51,8 +52,16 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 
 @pytest.fixture(autouse=True)
-def server_answers() -> None:
-    server_up()
+def the_server_alone() -> Iterator[None]:
+    """One test at a time acts on the fault server, whichever test process runs it (a lock
+    beside the server's folder), and it starts with the server answering."""
+    if not FAULT_PG_ENV["NAS_PG_DIR"]:
+        yield
+        return
+    with open(f"{FAULT_PG_ENV['NAS_PG_DIR']}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        server_up()
+        yield
 
 
 def server_up() -> None:

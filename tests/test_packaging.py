@@ -16,10 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-# one process builds the wheel once (scripts/test.sh runs a file's tests in one process); the
-# build runs in a private copy of the source, since setuptools writes build/ and nas.egg-info/
-# into the tree it builds (two builds of one tree at once broke CI: one removed build/lib while
-# the other copied into it)
+# each test process that runs these builds its own wheel, in a private copy of the source:
+# setuptools writes build/ and nas.egg-info/ into the tree it builds, and two builds of the
+# checkout at once broke CI (one removed build/lib while the other copied into it)
 SOURCE = ["pyproject.toml", "README.md", "nas", "spaces"]
 LEFT_OUT = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.pyc")
 
