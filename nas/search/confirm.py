@@ -111,16 +111,15 @@ def with_recorded(req: ConfirmRequest, recorded: StudySettings) -> ConfirmReques
     """Options left out take what the linked study was created with, as `nas search` does:
     rerunning `nas confirm --study S` (or with --json) resumes or reads that confirmation."""
     selection = recorded.selection or {}
-    front, control = selection.get("front"), selection.get("control")
-    given = req.top is not None or req.control is not None
-    return replace(req, epochs=req.epochs or recorded.epochs,
+    top, control = req.top, req.control
+    if (top is None) != (control is None):  # one of --top / --control given: the other as it was
+        if top is None and selection.get("front") is not None:
+            top = len(selection["front"])
+        if control is None and selection.get("control") is not None:
+            control = len(selection["control"])
+    return replace(req, top=top, control=control, epochs=req.epochs or recorded.epochs,
                    subset=req.subset or recorded.subset,
-                   seeds=req.seeds or len(selection.get("seeds") or []) or None,
-                   # one of --top / --control given: the other as recorded
-                   top=req.top if req.top is not None or not given or front is None
-                   else len(front),
-                   control=req.control if req.control is not None or not given
-                   or control is None else len(control))
+                   seeds=req.seeds or len(selection.get("seeds") or []) or None)
 
 
 def recorded_selection(source: optuna.Study, recorded: StudySettings,
