@@ -44,6 +44,16 @@ BUDGET = ["--epochs", "3", "--subset", "0.01", "--batch-size", "64", "--device",
 LONGER = ["--epochs", "12"]
 
 
+def storage_for(kind: str, tmp_path: Path, pg_url: str | None, missing: str) -> str:
+    """The storage a test parametrised over ["sqlite", "postgresql"] runs on (skipped, saying
+    `missing`, when there is no such server)."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    if pg_url is None:
+        pytest.skip(missing)
+    return pg_url
+
+
 def search_args(storage: str, study: str, trials: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "nas", "search", "--space", SPACE, "--trials",
             str(trials), "--study", study, "--storage", storage, *BUDGET, *extra]

@@ -34,6 +34,7 @@ from faultkit import (
     running_mid_trial,
     search_args,
     start,
+    storage_for,
     wait_for,
 )
 from optuna.trial import TrialState
@@ -47,13 +48,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'study.db'}"
-    elif PG_URL is None:
-        pytest.skip("NAS_TEST_POSTGRES_URL not set (make test starts a server)")
-    else:
-        yield PG_URL
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return storage_for(request.param, tmp_path, PG_URL,
+                       "NAS_TEST_POSTGRES_URL not set (make test starts a server)")
 
 
 def test_sigkill_then_the_same_command_at_once_retries_the_killed_trial(

@@ -32,6 +32,7 @@ from faultkit import (
     running_mid_trial,
     search_args,
     start,
+    storage_for,
     wait_for,
 )
 from optuna.trial import TrialState
@@ -42,13 +43,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'study.db'}"
-    elif FAULT_PG_URL is None or PG_CONTROL is None:
-        pytest.skip("needs the PostgreSQL server scripts/test.sh starts for fault tests")
-    else:
-        yield FAULT_PG_URL
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return storage_for(request.param, tmp_path, FAULT_PG_URL if PG_CONTROL else None,
+                       "needs the PostgreSQL server scripts/test.sh starts for fault tests")
 
 
 @pytest.fixture(autouse=True)

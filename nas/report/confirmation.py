@@ -11,7 +11,7 @@ import pandas as pd
 
 from nas.analysis.confirmation import ConfirmSummary, summarize
 from nas.analysis.trust import NoiseFloor
-from nas.study.locate import confirm_name
+from nas.study.locate import linked_confirmation
 
 CONFIRM_COLUMNS = ("trial", "group", "search_accuracy", "confirmed_accuracy", "seed_std",
                    "seeds", "on_search_front", "on_confirmed_front")
@@ -19,12 +19,8 @@ CONFIRM_COLUMNS = ("trial", "group", "search_accuracy", "confirmed_accuracy", "s
 
 def linked_summary(study: optuna.Study) -> ConfirmSummary | None:
     """The findings of the study's confirmation so far, if it has one (in its storage)."""
-    try:
-        linked = optuna.load_study(study_name=confirm_name(study.study_name),
-                                   storage=study._storage)  # noqa: SLF001  the same storage
-    except KeyError:
-        return None
-    return summarize(study, linked)
+    linked = linked_confirmation(study)
+    return None if linked is None else summarize(study, linked)
 
 
 def confirmation_frame(summary: ConfirmSummary) -> pd.DataFrame:

@@ -33,7 +33,7 @@ from nas.study import (
     study_trials,
     write_trial,
 )
-from nas.study.locate import StudyRef, confirm_name
+from nas.study.locate import StudyRef, confirm_name, linked_confirmation
 from nas.study.outage import DEFAULT_RETRY_S, RetryPolicy
 from nas.study.pending import flush_pending
 from nas.study.record import record_part
@@ -98,13 +98,9 @@ class Plan:
 
 def recorded_confirmation(source: optuna.Study) -> StudySettings | None:
     """What an earlier `nas confirm` of `source` recorded (selection and budget), if any."""
-    try:
-        linked = optuna.load_study(study_name=confirm_name(source.study_name),
-                                   storage=source._storage)  # noqa: SLF001  the same storage
-    except KeyError:
-        return None
-    recorded = StudySettings.from_study(linked)
-    return recorded if recorded.source_study is not None else None
+    linked = linked_confirmation(source)
+    recorded = None if linked is None else StudySettings.from_study(linked)
+    return recorded if recorded is not None and recorded.source_study is not None else None
 
 
 def with_recorded(req: ConfirmRequest, recorded: StudySettings) -> ConfirmRequest:

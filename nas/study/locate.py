@@ -19,6 +19,15 @@ def confirm_name(study: str) -> str:
     return f"{study}{CONFIRM_SUFFIX}"
 
 
+def linked_confirmation(study: optuna.Study) -> optuna.Study | None:
+    """The study's confirmation (`nas confirm`) in the same storage, if it has one."""
+    try:
+        return optuna.load_study(study_name=confirm_name(study.study_name),
+                                 storage=study._storage)  # noqa: SLF001  the same storage
+    except KeyError:
+        return None
+
+
 class StudyRef(NamedTuple):
     """A study name and the storage URL that holds it."""
 
