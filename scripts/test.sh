@@ -24,7 +24,8 @@ if [ -z "${NAS_TEST_POSTGRES_URL:-}" ]; then
       export NAS_TEST_PG_FAULT_PORT=$fault_port
       export NAS_TEST_PG_CONTROL=scripts/postgres.sh  # restarts and pauses the fault server
       trap 'bash scripts/postgres.sh stop
-            NAS_PG_DIR=$fault_dir NAS_PG_PORT=$fault_port bash scripts/postgres.sh stop' EXIT
+            NAS_PG_DIR=$fault_dir NAS_PG_PORT=$fault_port bash scripts/postgres.sh stop
+            rm -f "$fault_dir.lock"' EXIT  # the fault tests take turns through this lock
     else
       rm -rf "$fault_dir"
     fi
