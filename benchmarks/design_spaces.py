@@ -29,10 +29,10 @@ import optuna
 from nas.analysis import compare_spaces, space_edf_figure
 from nas.analysis.study import study_models
 from nas.report.html import figure_block, page, table, write_page
-from nas.search.run import SearchRequest
+from nas.search.request import SearchRequest
 from nas.search.space import load_space
-from nas.search.workers import run_workers
-from nas.study import finished_count, study_trials
+from nas.search.work import search as run_search
+from nas.study import study_trials, trained_count
 
 SPACES = {"anynet": "A", "anynet_b": "B", "anynet_c": "C", "anynet_d": "D", "anynet_e": "E"}
 PAIRS = [("A", "B"), ("B", "C"), ("C", "D"), ("D", "E"), ("A", "E")]
@@ -46,13 +46,13 @@ def search(space: str, args: argparse.Namespace, url: str) -> tuple[optuna.Study
     start, shown = time.perf_counter(), [-1]
 
     def poll(study: optuna.Study) -> None:  # one log line per finished trial
-        done = finished_count(study)
+        done = trained_count(study)
         if done != shown[0]:
             shown[0] = done
             print(f"  {space}: {done}/{args.models} finished, "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
 
-    study = run_workers(req, args.jobs, poll=poll)
+    study = run_search(req, args.jobs, poll=poll)
     return study, time.perf_counter() - start
 
 

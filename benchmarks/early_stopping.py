@@ -17,8 +17,9 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from nas.search.run import SearchRequest, run_workers
+from nas.search.request import SearchRequest
 from nas.search.space import load_space
+from nas.search.work import search
 
 
 def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
@@ -64,7 +65,7 @@ def main() -> None:
                 space=load_space(args.space), trials=args.trials, study="bench",
                 storage=f"sqlite:///{Path(tmp) / f'es-{early}.db'}", sampler="random",
                 epochs=args.epochs, subset=args.subset, early_stop=early, device="cpu")
-            rows[early] = summary(run_workers(req, args.jobs))
+            rows[early] = summary(search(req, args.jobs))
     off, on = rows[False], rows[True]
     print(f"{'':<22}{'no early stop':>15}{'early stop':>12}{'ratio':>8}")
     for key, label in (("train_s", "training seconds"), ("epochs", "epochs trained"),

@@ -19,8 +19,9 @@ from optuna.trial import TrialState
 from nas.builder import build
 from nas.cost import measure
 from nas.io import parse_spec
-from nas.search.run import SearchRequest, run_search
+from nas.search.request import SearchRequest
 from nas.search.space import load_space
+from nas.search.work import search as run_search
 
 SPACE = ("family: resnet\nfixed: {stem: simple, depths: [2, 2, 2], widths: [256, 512, 1024], "
          "input_size: 96}\n"

@@ -41,10 +41,13 @@ from typing import Any
 
 from nas.device import auto_jobs
 from nas.errors import Terminated, UserError
-from nas.search.run import SearchRequest, open_search_study, run_search
+from nas.pool import run_worker
+from nas.pool.signals import die_with_parent, raise_terminated
+from nas.search.request import SearchRequest
+from nas.search.resume import open_search_study
 from nas.search.samplers import SAMPLERS, check_sampler, register
 from nas.search.space import load_space
-from nas.search.workers import die_with_parent, raise_terminated
+from nas.search.work import SearchWork
 from nas.study import FINISHED, StudySettings, StudyTrial, hypervolume, study_trials
 from nas.train import EpochStats, FitResult, search_budget
 
@@ -174,13 +177,13 @@ class Job:
 
 
 def bench_worker(req: SearchRequest, index: int, parent: int, cache_dir: str | None) -> None:
-    """One worker process of a study (as nas.search.workers runs them), with the cache."""
+    """One worker process of a study (as nas.pool runs them), with the cache."""
     signal.signal(signal.SIGTERM, raise_terminated)
     try:
         die_with_parent(parent)
         if cache_dir:
             install_cache(Path(cache_dir))
-        run_search(replace(req, worker_index=index))
+        run_worker(SearchWork(req).for_worker(index), notify=print)
     except (Terminated, KeyboardInterrupt):
         raise SystemExit(143) from None
     except UserError as e:

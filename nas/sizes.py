@@ -1,5 +1,5 @@
-"""Sizes in bytes for people: parsed from options such as --max-memory, and printed (no torch
-here, so a bad option is refused before torch is imported)."""
+"""Sizes in bytes and durations in seconds for people: parsed from options such as --max-memory
+and --time, and printed (no torch here, so a bad option is refused before torch is imported)."""
 
 from __future__ import annotations
 
@@ -45,4 +45,33 @@ def format_bytes(n: float) -> str:
     return f"{n:,.1f} EiB"
 
 
-__all__ = ["format_bytes", "parse_memory_option", "parse_size"]
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhd]?)", re.IGNORECASE)
+
+
+def parse_duration(text: str, option: str = "--time") -> float:
+    """Seconds of a duration such as '90s', '30m', '2h', '1h30m' or a plain number of seconds;
+    a UserError naming `option` when it is not a duration above zero."""
+    compact = text.strip().replace(" ", "")
+    parts = DURATION.findall(compact)
+    total = sum(float(n) * DURATION_UNITS[(u or "s").lower()] for n, u in parts)
+    rebuilt = "".join(n + u for n, u in parts)
+    if not compact or rebuilt.lower() != compact.lower() or not 0 < total < math.inf \
+            or (len(parts) > 1 and not all(u for _n, u in parts)):
+        raise UserError(f"{option} {text}: not a duration above zero; e.g. 90s, 30m, 2h, 1h30m "
+                        "or a number of seconds")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """5400 -> '1h30m', 75 -> '1m15s', 9.5 -> '10s'."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+__all__ = ["format_bytes", "format_duration", "parse_duration", "parse_memory_option",
+           "parse_size"]

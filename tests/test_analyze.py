@@ -400,7 +400,8 @@ def test_report_and_analysis_import_no_torch() -> None:
 
 
 def test_a_new_search_study_records_its_sampler(tmp_path: Path) -> None:
-    from nas.search.run import SearchRequest, open_search_study
+    from nas.search.request import SearchRequest
+    from nas.search.resume import open_search_study
 
     for sampler in ("random", "tpe"):
         req = SearchRequest(space=load_space("anynet"), trials=1, study=sampler,

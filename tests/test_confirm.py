@@ -15,9 +15,10 @@ from nas.analysis.confirmation import summarize
 from nas.analysis.trust import NoiseFloor
 from nas.errors import UserError
 from nas.io import parse_spec
+from nas.pool import TrialEvent
 from nas.report import report_html
 from nas.report.confirmation import within_noise
-from nas.search.confirm import ConfirmRequest, confirm_name, plan, run_confirm
+from nas.search.confirm import ConfirmRequest, confirm, confirm_name, plan
 from nas.study import StudySettings, TrialRecord, study_trials
 from nas.study.locate import StudyRef
 from nas.study.storage import open_storage
@@ -62,13 +63,13 @@ def test_a_tiny_confirmation_runs_resumes_and_summarizes(tmp_path: Path) -> None
     ref = source_study(tmp_path, [0.5, 0.4, 0.3, 0.6])  # front: trials 0 (cheapest), 3 (best)
     runs: list[int] = []
 
-    def stop_after_first(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        runs.append(trial.number)
+    def stop_after_first(event: TrialEvent) -> None:
+        runs.append(event.number)
         raise KeyboardInterrupt  # as Ctrl-C after one run
 
     with pytest.raises(KeyboardInterrupt):
-        run_confirm(request(ref, top=2, control=1), on_run=stop_after_first)
-    linked, the_plan = run_confirm(request(ref, top=2, control=1))
+        confirm(request(ref, top=2, control=1), on_event=stop_after_first)
+    linked, the_plan = confirm(request(ref, top=2, control=1))
     assert the_plan.front == [3, 0] and len(the_plan.control) == 1
     trials = study_trials(linked)
     done = [(t.record.source_trial, t.record.seed) for t in trials
@@ -119,9 +120,9 @@ def test_the_findings_on_known_runs(tmp_path: Path) -> None:
 def test_bad_requests_are_one_line(tmp_path: Path, run_nas: Any) -> None:
     ref = source_study(tmp_path, [0.5, 0.4, 0.3, 0.6])
     with pytest.raises(UserError, match="has 2 distinct architecture"):
-        run_confirm(request(ref, top=3))
+        confirm(request(ref, top=3))
     with pytest.raises(UserError, match="only 2 other trained"):
-        run_confirm(request(ref, top=2, control=5))
+        confirm(request(ref, top=2, control=5))
     empty = f"sqlite:///{tmp_path / 'e.db'}"
     optuna.create_study(study_name="e", storage=open_storage(empty, heartbeat=False))
     for args, message in [(["--study", "e", "--storage", empty], "no trained trial"),
@@ -189,7 +190,7 @@ def test_the_report_carries_the_confirmation(tmp_path: Path) -> None:
 
 def test_the_search_summary_marks_noise_once_known(tmp_path: Path, capsys: Any) -> None:
     from nas.cli.search_cmds import print_front
-    from nas.search.run import SearchRequest
+    from nas.search.request import SearchRequest
     from nas.search.space import load_space
 
     ref = source_study(tmp_path, [0.5, 0.4, 0.3, 0.6])

@@ -40,8 +40,9 @@ from faultkit import (
 from optuna.trial import TrialState
 
 from nas.search import objective as objective_module
-from nas.search.run import SearchRequest, run_search
+from nas.search.request import SearchRequest
 from nas.search.space import load_space
+from nas.search.work import search as run_search
 from nas.study import TrialRecord
 
 pytestmark = pytest.mark.slow

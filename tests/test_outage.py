@@ -14,7 +14,7 @@ import sqlalchemy.exc as sa
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from nas.search.trials import run_trial
+from nas.pool.trial_loop import run_trial
 from nas.study import TrialRecord, write_trial
 from nas.study.liveness import fail_dead_trials, is_dead, start_ticks, this_worker
 from nas.study.outage import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -20,9 +21,13 @@ from nas.cost import count_params, estimate
 from nas.device import memory_limit
 from nas.errors import UserError
 from nas.io import parse_spec
+from nas.pool import PoolStopped
 from nas.report import report_html, trials_frame
-from nas.search.run import SearchRequest, open_search_study, run_search
+from nas.search import work as search_work
+from nas.search.request import SearchRequest
+from nas.search.resume import open_search_study
 from nas.search.space import SAMPLING, load_space, space_files
+from nas.search.work import search as run_search
 from nas.study import StudySettings
 from nas.study import study_front as front
 from nas.train import search_budget
@@ -82,7 +87,7 @@ def test_resume_with_another_space_or_budget_is_refused(tmp_path: Path) -> None:
     run_search(request(tmp_path, trials=1))
     with pytest.raises(UserError, match="created with space resnext"):
         run_search(request(tmp_path, "vgg", trials=2))
-    with pytest.raises(UserError, match="epochs=1"):
+    with pytest.raises(UserError, match="was run with --epochs 1, this run asks for 3"):
         run_search(request(tmp_path, trials=2, epochs=3))
     with pytest.raises(UserError, match="created with --sampler tpe; this run asks for random"):
         run_search(request(tmp_path, trials=2, sampler="random"))  # nas analyze trusts it
@@ -94,11 +99,14 @@ def test_same_architecture_and_budget_is_reused_not_retrained(tmp_path: Path) ->
                      "dimensions:\n  stem_width: {choices: [8]}\n")
     req = request(tmp_path, trials=3)
     req.space = load_space(space)
-    study = run_search(req)
+    with pytest.raises(PoolStopped, match="has 1 point.s., every one trained: no new "
+                                          "architecture is left for --trials"):
+        run_search(req)  # --trials counts trained models: the space cannot give a second
+    study = optuna.load_study(study_name="t", storage=req.storage_url)
     done = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
-    assert "reused_from" not in done[0].user_attrs
-    assert [t.user_attrs["reused_from"] for t in done[1:]] == [done[0].number] * 2
-    assert all(t.values == done[0].values for t in done)
+    assert len(done) == 2 and "reused_from" not in done[0].user_attrs
+    assert done[1].user_attrs["reused_from"] == done[0].number
+    assert done[1].values == done[0].values
 
 
 def old_study(tmp_path: Path) -> None:
@@ -135,8 +143,18 @@ def test_a_new_study_records_the_current_scheme_and_samples_numbers_in_order(
                       optuna.distributions.IntDistribution)
 
 
-def test_cost_gate_records_infeasible_trials_untrained(tmp_path: Path) -> None:
-    study = run_search(request(tmp_path, trials=2, max_params=10))
+def gated_only(req: SearchRequest, monkeypatch: pytest.MonkeyPatch, idle: int) -> optuna.Study:
+    """A search whose every trial is over its limits: it stops after `idle` of them."""
+    monkeypatch.setattr(search_work, "MAX_IDLE_TRIALS", idle)
+    with pytest.raises(PoolStopped, match=f"the last {idle} trials of t trained no model "
+                                          f"\\({idle} over the cost limits, 0 reusing"):
+        run_search(req)
+    return optuna.load_study(study_name="t", storage=req.storage_url)
+
+
+def test_cost_gate_records_infeasible_trials_untrained(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    study = gated_only(request(tmp_path, trials=2, max_params=10), monkeypatch, 2)
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         assert t.user_attrs["trained"] is False and "curve" not in t.user_attrs
         assert t.user_attrs["reason"].startswith("over_budget: params")
@@ -159,14 +177,14 @@ def fast_folder(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_trial_over_max_params_is_refused_from_the_meta_build_without_a_forward(
-    fast_folder: Path,
+    fast_folder: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     space = fast_folder / "wide.yaml"  # every point has far more than 1,000 parameters
     space.write_text("family: resnet\nfixed: {stem: simple, depths: [1, 1], widths: [64, 128]}\n"
                      "dimensions:\n  stem_width: {low: 8, high: 64}\n")
     req = request(fast_folder, trials=12, max_params=1000, sampler="random")
     req.space = load_space(space)
-    study = run_search(req)
+    study = gated_only(req, monkeypatch, 12)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 12
     for t in trials:
@@ -176,9 +194,10 @@ def test_a_trial_over_max_params_is_refused_from_the_meta_build_without_a_forwar
     # how fast that is (against building and measuring): python benchmarks/gate.py
 
 
-def test_memory_gate_records_over_budget_untrained_and_reports_cope(tmp_path: Path) -> None:
+def test_memory_gate_records_over_budget_untrained_and_reports_cope(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     req = request(tmp_path, trials=2, max_memory=1000, objectives=("accuracy", "params", "latency"))
-    study = run_search(req)
+    study = gated_only(req, monkeypatch, 2)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 2
     for t in trials:
@@ -319,7 +338,7 @@ def test_a_study_created_elsewhere_while_the_data_loads_is_resumed_on_its_budget
     assert search_budget("cpu")["epochs"] != 3
     assert budget["epochs"] == 3 == StudySettings.from_study(study).epochs
     assert calls == [search_budget("cpu")["epochs"], 3], "prepared again on their budget"
-    with pytest.raises(UserError, match="study was run with epochs=3"):
+    with pytest.raises(UserError, match="study t was run with --epochs 3"):
         open_search_study(request(tmp_path, epochs=1))
 
 
@@ -336,3 +355,47 @@ def test_study_records_can_be_read_by_plain_optuna(tmp_path: Path) -> None:
     run_search(request(tmp_path, trials=1))
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 't.db'}")
     assert study.user_attrs["train_config"]["seed"] == 0
+
+
+def test_a_resume_keeps_the_recorded_cost_limit_and_refuses_another(tmp_path: Path) -> None:
+    """Seen from outside: a resume without --max-params trained models over the study's limit,
+    and a third run with another limit was accepted."""
+    run_search(request(tmp_path, trials=1, max_params=10_000, sampler="random"))
+    study = run_search(request(tmp_path, trials=4, sampler="random"))  # the limit left out
+    settings = StudySettings.from_study(study)
+    assert settings.max_params == 10_000 and settings.trials == 4
+    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    assert len(trained) >= 4 and all(t.user_attrs["params"] <= 10_000 for t in trained)
+    finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert {frozenset(t.constraints) for t in finished} == {frozenset({"max_params",
+                                                                       "max_memory"})}
+    with pytest.raises(UserError, match="was run with --max-params 10000, this run asks for "
+                                        "20000: leave --max-params out"):
+        run_search(request(tmp_path, trials=5, max_params=20_000, sampler="random"))
+    with pytest.raises(UserError, match="was run with --max-macs none"):
+        run_search(request(tmp_path, trials=5, max_macs=10**6, sampler="random"))
+
+
+def test_an_older_study_takes_the_limit_its_first_resume_gives(tmp_path: Path) -> None:
+    old_study(tmp_path)  # records no limits
+    study = run_search(request(tmp_path, trials=2, max_params=10**6))
+    assert StudySettings.from_study(study).max_params == 10**6
+    with pytest.raises(UserError, match="--max-params 1000000"):
+        run_search(request(tmp_path, trials=3, max_params=10**5))
+
+
+def test_trials_counts_trained_models_and_the_outcome_counts_each_kind(
+        tmp_path: Path, run_nas: CliRunner) -> None:
+    db = tmp_path / "c.db"
+    done = run_nas("search", "--space", "resnext", "--trials", "3", "--study", "c", "--storage",
+                   f"sqlite:///{db}", "--epochs", "1", "--subset", "0.02", "--batch-size", "64",
+                   "--max-params", "10000", "--sampler", "random", "--jobs", "1", "--json")
+    assert done.code == 0, done.err
+    outcome = json.loads(done.out)
+    counts = outcome["counts"]
+    assert outcome["trained"] == counts["trained"] + counts["early_stopped"] == 3
+    study = optuna.load_study(study_name="c", storage=f"sqlite:///{db}")
+    gated = [t for t in study.trials if not t.user_attrs.get("trained")]
+    assert counts["over_budget"] == len(gated) and counts["failed"] == 0
+    assert len(study.trials) == 3 + len(gated) + counts["reused"]
+    assert outcome["best"]["params"] <= 10_000 and outcome["front"]

@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import chisquare
 
 from nas.errors import SpecError
-from nas.search.run import same_space
+from nas.search.resume import same_space
 from nas.search.space import (
     SAMPLING,
     Dimension,

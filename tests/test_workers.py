@@ -11,24 +11,28 @@ from pathlib import Path
 
 import pytest
 
-from nas.search.workers import leaving, raise_terminated, unwind_on_sigterm
+from nas.pool.signals import leaving, raise_terminated, unwind_on_sigterm
 
 REPO = Path(__file__).resolve().parents[1]
 
 WORKER = """
 import os, signal, sys
 from nas.errors import UserError
-from nas.search.workers import _worker
+from nas.pool.workers import _worker_process
 
 class Messages:  # the parent's queue; the parent stops the others as soon as it reads an error
     def put(self, item):
         os.kill(os.getpid(), signal.SIGTERM)
         sys.stderr.write(f"told the parent: {item[1]}\\n")
 
-def failing(request, index, notify):
-    raise UserError("3 consecutive trials failed")
+class Failing:  # work whose session cannot open
+    noun, stop_hint, device, threads, max_failures = "trial", "", "cpu", 1, 5
+    def for_worker(self, index):
+        return self
+    def open_session(self, notify, worker):
+        raise UserError("3 consecutive trials failed")
 
-_worker(failing, None, 0, os.getppid(), Messages())
+_worker_process(Failing(), 0, os.getppid(), Messages())
 """
 
 

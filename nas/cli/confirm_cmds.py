@@ -11,8 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nas.cli.app import app, console, err_console
+from nas.cli.progress import interruptible
 from nas.cli.study_cmds import StorageOpt, StudyOpt
-from nas.errors import Terminated, UserError
+from nas.errors import UserError
 
 if TYPE_CHECKING:
     from nas.analysis.confirmation import ConfirmSummary
@@ -40,6 +41,8 @@ def confirm(
     data_dir: Annotated[str | None, typer.Option(help="Where the dataset files are.")] = None,
     storage_retry: Annotated[float, typer.Option(
         help="Seconds to wait out a lost storage connection before stopping.")] = 300.0,
+    max_failures: Annotated[int, typer.Option(
+        help="Stop after this many consecutive failed runs.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="The findings as one JSON object.")] = (
         False),
 ) -> None:
@@ -48,26 +51,21 @@ def confirm(
     from nas.analysis.confirmation import summarize
     from nas.device import auto_jobs, resolve_device
     from nas.search.confirm import ConfirmRequest, open_source, plan
-    from nas.search.workers import unwind_on_sigterm
     from nas.study import StudySettings, locate_study
 
     ref = locate_study(study, storage)
     req = ConfirmRequest(source=ref, top=top, control=control, epochs=epochs, subset=subset,
                          seeds=seeds, device=str(resolve_device(device)), threads=threads,
-                         data_dir=data_dir, storage_retry=storage_retry)
+                         data_dir=data_dir, storage_retry=storage_retry,
+                         max_failures=max_failures)
     jobs = auto_jobs(req.device) if jobs is None else jobs
     if jobs < 1:
         raise UserError("--jobs must be at least 1")
     req.check()
     plan(open_source(req), req)  # what cannot be confirmed is refused before anything starts
-    unwind_on_sigterm()
-    try:
+    with interruptible("the running runs are marked failed; the same command resumes the "
+                       "confirmation"):
         linked, the_plan, source = run_with_progress(req, jobs, quiet=as_json)
-    except KeyboardInterrupt as e:
-        terminated = isinstance(e, Terminated)
-        err_console.print(f"nas: {'terminated' if terminated else 'interrupted'}: the running "
-                          "runs are marked failed; the same command resumes the confirmation")
-        raise typer.Exit(143 if terminated else 130) from None
     summary = summarize(source, linked)
     StudySettings(confirm_summary=summary.model_dump(mode="json")).write(linked)
     if as_json:
@@ -78,7 +76,7 @@ def confirm(
 
 def run_with_progress(req: Any, jobs: int, quiet: bool) -> tuple[Any, Any, Any]:
     """Runs the confirmation under a progress bar of runs; returns (linked, plan, source)."""
-    from nas.search.confirm import open_source, run_confirm
+    from nas.search.confirm import confirm, open_source
     from nas.study import FINISHED
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -104,11 +102,14 @@ def run_with_progress(req: Any, jobs: int, quiet: bool) -> tuple[Any, Any, Any]:
             poll(linked)
 
         def notify(text: str) -> None:
-            progress.console.print(f"  {text}", markup=False, highlight=False)
+            progress.console.print(f"  {text}", markup=False, highlight=False, soft_wrap=True)
 
-        linked, the_plan = run_confirm(req, jobs, notify=notify,
-                                       on_run=lambda st, _t: poll(st), poll=poll,
-                                       on_start=on_start)
+        def on_event(event: Any) -> None:
+            if event.state == "FAIL":
+                notify(f"run {event.number}: failed ({event.reason or 'unknown'})")
+
+        linked, the_plan = confirm(req, jobs, notify=notify, on_event=on_event, poll=poll,
+                                   on_start=on_start)
     return linked, the_plan, open_source(req)
 
 

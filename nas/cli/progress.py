@@ -58,3 +58,23 @@ def epoch_bar(enabled: bool) -> Iterator[EpochBar | None]:
     finally:
         if bar.started:
             bar.bar.stop()
+
+
+@contextmanager
+def interruptible(resumes: str) -> Iterator[None]:
+    """Ctrl-C (exit 130) or SIGTERM (143) ends the block with one line: what was interrupted
+    and `resumes` (what the interrupted work left, and how the same command resumes it)."""
+    import typer
+
+    from nas.cli.app import err_console
+    from nas.errors import Terminated
+    from nas.pool.signals import unwind_on_sigterm
+
+    unwind_on_sigterm()
+    try:
+        yield
+    except KeyboardInterrupt as e:  # click would turn it into exit 1; the user wants 130/143
+        terminated = isinstance(e, Terminated)
+        err_console.print(f"nas: {'terminated' if terminated else 'interrupted'}: {resumes}",
+                          markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(143 if terminated else 130) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,19 +11,27 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nas.cli.app import app, console, err_console
-from nas.errors import Terminated, UserError
+from nas.cli.progress import interruptible
+from nas.errors import UserError
 from nas.search.samplers import SAMPLERS
 
 if TYPE_CHECKING:
     import optuna
 
-    from nas.search.run import SearchRequest
+    from nas.pool import TrialEvent
+    from nas.search.request import SearchRequest
 
 
 @app.command()
 def search(
     space: Annotated[str, typer.Option(help="A shipped space name (nas spaces) or a path.")],
-    trials: Annotated[int, typer.Option(help="Target of finished trials in the study.")] = 50,
+    trials: Annotated[int | None, typer.Option(
+        help="Target of trained trials in the study (a rerun resumes up to it) [default: 50, "
+             "or none with --time].")] = None,
+    time: Annotated[str | None, typer.Option(
+        "--time", help="Search time of the study, e.g. 90s, 30m, 2h: no trial starts after it, "
+                       "running ones stop at their next epoch and are continued by the next "
+                       "run (runs add up; a rerun with more time resumes).")] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default: the space's).")] = None,
     storage: Annotated[str | None, typer.Option(
         help="Optuna storage URL (default sqlite:///studies/<study>.db).")] = None,
@@ -34,7 +43,17 @@ def search(
     max_memory: Annotated[str | None, typer.Option(
         help="Infeasible when a trial's training memory is above this (e.g. 2GiB, 500MB); "
              "default: what the device has free.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per trial.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", "--max-epochs", help="Epochs per trial (with --min-epochs: the last rung).")
+    ] = None,
+    min_epochs: Annotated[int | None, typer.Option(
+        help="Multi-fidelity: judge trials at rungs of min-epochs x eta^k epochs and stop all "
+             "but the top 1/eta there (MOASHA's rule on accuracy and cost).")] = None,
+    eta: Annotated[int | None, typer.Option(
+        help="Multi-fidelity: each rung keeps 1/eta of the trials [default: 3].")] = None,
+    brackets: Annotated[int | None, typer.Option(
+        help="Multi-fidelity: Hyperband brackets, each starting one rung later [default: 1]."
+    )] = None,
     subset: Annotated[float | None, typer.Option(help="Fraction of the training split.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
@@ -54,14 +73,20 @@ def search(
     storage_retry: Annotated[float, typer.Option(
         help="Seconds to wait out a lost storage connection (server restart, network blip) "
              "before stopping; 0: stop at once.")] = 300.0,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="The outcome as one JSON object on stdout (progress on stderr).")] = False,
 ) -> None:
-    """Search a space: sample specs, train each briefly, record all in an Optuna study."""
-    from nas.device import auto_jobs, resolve_device
-    from nas.search.run import SearchRequest, check_request
-    from nas.search.space import load_space
-    from nas.search.workers import unwind_on_sigterm
-    from nas.sizes import parse_memory_option
+    """Search a space: sample specs, train each briefly, record all in an Optuna study.
 
+    --trials counts trials that trained a model of their own (to the end or stopped early);
+    trials refused by a cost limit and reused results are counted apart."""
+    from nas.device import auto_jobs, resolve_device
+    from nas.search.request import SearchRequest, check_request
+    from nas.search.space import load_space
+    from nas.sizes import parse_duration, parse_memory_option
+
+    time_s = None if time is None else parse_duration(time)
+    trials = 50 if trials is None and time_s is None else trials
     req = SearchRequest(
         space=load_space(space), trials=trials, study=study, storage=storage, sampler=sampler,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
@@ -69,70 +94,121 @@ def search(
         batch_size=batch_size, lr=lr, seed=seed, max_params=max_params, max_macs=max_macs,
         max_memory=parse_memory_option(max_memory),
         device=str(resolve_device(device)), early_stop=early_stop, max_failures=max_failures,
-        threads=threads, storage_retry=storage_retry,
+        threads=threads, storage_retry=storage_retry, time_s=time_s, min_epochs=min_epochs,
+        eta=eta, brackets=brackets,
     )
     check_request(req)  # before the progress bar, the storage or any worker
     jobs = auto_jobs(req.device) if jobs is None else jobs
     if jobs < 1:
         raise UserError("--jobs must be at least 1")
-    unwind_on_sigterm()
-    try:
-        run_with_progress(req, jobs)
-    except KeyboardInterrupt as e:  # click would turn it into exit 1; the user wants 130/143
-        terminated = isinstance(e, Terminated)
-        err_console.print(f"nas: {'terminated' if terminated else 'interrupted'}: the running "
-                          "trial is marked failed; the same command resumes the study")
-        raise typer.Exit(143 if terminated else 130) from None
-
-
-def run_with_progress(req: SearchRequest, jobs: int) -> None:
-    """Runs the search under a progress bar, then prints the front."""
-    from nas.search.run import describe_budget, run_search, trial_reason
-    from nas.search.workers import run_workers
-    from nas.study import FINISHED, TrialRecord, finished_count
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("starting", total=req.trials)
-
-        def poll(st: optuna.Study) -> None:
-            progress.update(task, completed=min(finished_count(st), req.trials),
-                            description=best_line(st))
-
-        def on_start(st: optuna.Study, budget: dict[str, Any]) -> None:
-            progress.console.print(f"[bold]study[/] {req.study_name}  [bold]space[/] "
-                                   f"{req.space.name}  [bold]objectives[/] "
-                                   f"{','.join(req.objectives)}  [bold]sampler[/] {req.sampler}"
-                                   f"  [bold]workers[/] {jobs}")
-            progress.console.print(f"[bold]budget[/] {describe_budget(budget, req)}")
-            poll(st)
-
-        def on_trial(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            poll(st)
-            reused = TrialRecord.from_trial(trial).reused_from is not None
-            if trial.state not in FINISHED or reused:
-                progress.console.print(f"  trial {trial.number}: {trial.state.name.lower()} "
-                                       f"({trial_reason(trial)})", markup=False,
-                                       highlight=False)
-
-        def notify(text: str) -> None:  # a storage outage, once however many workers see it
-            progress.console.print(f"  {text}", markup=False, highlight=False)
-
-        if jobs == 1:
-            result = run_search(req, on_trial=on_trial, on_start=on_start, notify=notify)
-        else:
-            result = run_workers(req, jobs, poll=poll, on_start=on_start, notify=notify)
+    with interruptible("the running trial is marked failed; the same command resumes the "
+                       "study"):
+        result = run_with_progress(req, jobs, quiet=as_json)
+    if as_json:
+        print(json.dumps(outcome(result, req)))
+        return
     print_front(result, req)
 
 
-def best_line(study: optuna.Study) -> str:
-    """'best acc 0.873 (trial 12)' for the progress bar."""
-    from nas.study import best, study_trials
+def run_with_progress(req: SearchRequest, jobs: int, quiet: bool = False) -> optuna.Study:
+    """Runs the search under a progress bar (on stderr when `quiet`); a line per trial that
+    failed, or did not train a model of its own."""
+    from nas.search.request import describe_settings
+    from nas.search.work import SearchClock, search
 
-    found = best(study_trials(study))
-    if found is None:
-        return "trials"
-    return f"best acc {found.record.val_accuracy:.4f} (trial {found.number})"
+    shown = err_console if quiet else console
+    clock: list[SearchClock] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=shown, transient=quiet) as progress:
+        task = progress.add_task("starting", total=req.trials)
+
+        def poll(st: optuna.Study) -> None:
+            from nas.study import study_trials, trained_count
+
+            trials = study_trials(st)
+            done = trained_count(st)
+            left = clock[0].left() if clock else None
+            progress.update(task, completed=min(done, req.trials or done),
+                            description=progress_line(trials, left))
+
+        def on_start(st: optuna.Study, settings: dict[str, Any]) -> None:
+            say(progress, f"study {req.study_name}  space {req.space.name}  objectives "
+                          f"{','.join(req.objectives)}  sampler {req.sampler}  workers {jobs}")
+            say(progress, f"settings {describe_settings(settings, req)}")
+            poll(st)
+
+        def on_event(event: TrialEvent) -> None:
+            line = event_line(event)
+            if line:
+                say(progress, line)
+
+        def notify(text: str) -> None:  # a storage outage, once however many workers see it
+            say(progress, f"  {text}")
+
+        return search(req, jobs, on_start=on_start, on_event=on_event, poll=poll,
+                      notify=notify, clock=clock)
+
+
+def say(progress: Progress, text: str) -> None:
+    """A line above the progress bar, as is (no markup, never wrapped inside a word)."""
+    progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def event_line(event: TrialEvent) -> str:
+    """The line a trial earns as it ends: failures with their reason, and trials that trained
+    no model of their own; nothing for a trial that trained (the bar shows those)."""
+    if event.state == "FAIL":
+        detail = f": {event.detail}" if event.detail and event.detail not in event.reason else ""
+        return f"  trial {event.number}: failed ({event.reason or 'unknown'}{detail})"
+    if event.reused:
+        return f"  trial {event.number}: {event.reason}"
+    return ""
+
+
+KIND_LABELS = {"trained": "trained", "early_stopped": "early stopped",
+               "time_up": "cut by time",
+               "over_budget": "over budget", "reused": "reused", "failed": "failed",
+               "running": "running", "waiting": "queued"}
+
+
+def progress_line(trials: list[Any], left: float | None = None) -> str:
+    """'best acc 0.8730 (trial 12) | over budget 3 | 12m00s left' for the progress bar."""
+    from nas.sizes import format_duration
+    from nas.study import best, count_kinds
+
+    found = best(trials)
+    head = "trials" if found is None else \
+        f"best acc {found.record.val_accuracy:.4f} (trial {found.number})"
+    counts = count_kinds(trials)
+    extra = [f"{KIND_LABELS[kind]} {counts[kind]}"
+             for kind in ("early_stopped", "time_up", "over_budget", "reused", "failed")
+             if counts[kind]]
+    if left is not None:
+        extra.append(f"{format_duration(left)} left" if left > 0 else "time up")
+    return " | ".join([head, *extra])
+
+
+def outcome(study: optuna.Study, req: SearchRequest) -> dict[str, Any]:
+    """The search's outcome for --json: counts by kind, the front, the best trial."""
+    from nas.study import best, count_kinds, mask_url, study_front, study_trials, trained_count
+
+    trials = study_trials(study)
+    found = best(trials)
+
+    def row(t: Any) -> dict[str, Any]:
+        r = t.record
+        return {"trial": t.number, "family": r.family, "val_accuracy": r.val_accuracy,
+                "params": r.params, "macs": r.macs, "latency_ms": r.latency_ms,
+                "epochs": r.epochs_run, "hash": r.spec_hash}
+
+    from nas.study.record import search_spans, spent_seconds
+
+    return {"study": study.study_name, "storage": mask_url(req.storage_url),
+            "target": req.trials, "trained": trained_count(study), "counts": count_kinds(trials),
+            "time_s": req.time_s,
+            "search_seconds": round(spent_seconds(search_spans(study.user_attrs)), 1),
+            "front": [row(t) for t in study_front(study)],
+            "best": None if found is None else row(found)}
 
 
 def print_front(study: optuna.Study, req: SearchRequest) -> None:
@@ -162,18 +238,36 @@ def print_front(study: optuna.Study, req: SearchRequest) -> None:
     if noise is not None:
         console.print(f"≈: within the seed noise ({noise.pooled:.4f}, measured by nas confirm) "
                       f"of a neighbour: the search cannot order them")
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    console.print(" ".join(f"{s.name.lower()} {states.count(s)}" for s in sorted(
-        set(states), key=lambda s: s.value)))
+    console.print(counts_line(study, req.trials), markup=False, highlight=False,
+                  soft_wrap=True)
     where = "" if req.storage is None else f" --storage '{mask_url(req.storage_url)}'"
     name = study.study_name
-    console.print(f"dashboard: nas dashboard --study {name}{where}")
-    console.print(f"report:    nas report --study {name}{where}")
     out = f"studies/{name}-pareto"
-    console.print(f"export:    nas export --study {name}{where} --pareto --out {out}")
-    if confirmation is None:
-        console.print(f"confirm:   nas confirm --study {name}{where}  (the front retrained at a "
-                      f"larger budget with several seeds)")
+    for line in (f"dashboard: nas dashboard --study {name}{where}",
+                 f"report:    nas report --study {name}{where}",
+                 f"export:    nas export --study {name}{where} --pareto --out {out}",
+                 *([f"confirm:   nas confirm --study {name}{where}  (the front retrained at a "
+                    "larger budget with several seeds)"] if confirmation is None else [])):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def counts_line(study: optuna.Study, target: int | None) -> str:
+    """'trained 41 of 50 | early stopped 9 | over budget 4 | failed 2 (invalid_spec 2)'."""
+    from nas.study import count_kinds, study_trials, trained_count
+
+    counts = count_kinds(study_trials(study))
+    of = "" if target is None else f" of {target}"
+    parts = [f"trained {trained_count(study)}{of} (to the end {counts['trained']}, "
+             f"early stopped {counts['early_stopped']})"]
+    if counts["time_up"]:
+        parts.append(f"cut by time {counts['time_up']} (the next run of the search continues "
+                     f"them)")
+    parts += [f"{KIND_LABELS[kind]} {counts[kind]}"
+              for kind in ("over_budget", "reused", "running", "waiting") if counts[kind]]
+    if counts["failed"]:
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(counts["failed_by_reason"].items()))
+        parts.append(f"failed {counts['failed']} ({reasons})")
+    return " | ".join(parts)
 
 
 def human(n: float) -> str:

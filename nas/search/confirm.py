@@ -9,7 +9,6 @@ What the runs say (rank agreement, seed noise, the confirmed front) is in `summa
 
 from __future__ import annotations
 
-import gc
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,12 +18,14 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.errors import UserError
+from nas.pool import Session, run_pool
 from nas.search.objective import (
     TrialFailure,
     checkpoint_path,
     guarded,
     train_and_record,
 )
+from nas.search.request import checkpoint_dir
 from nas.study import (
     StudySettings,
     TrialRecord,
@@ -37,7 +38,6 @@ from nas.study.locate import StudyRef, confirm_name, linked_confirmation
 from nas.study.outage import DEFAULT_RETRY_S, RetryPolicy
 from nas.study.pending import flush_pending
 from nas.study.record import record_part
-from nas.study.storage import sqlite_path
 
 DEFAULT_TOP, DEFAULT_CONTROL = 5, 5
 # The confirmation budget by device, when not given: more data and epochs than the search's
@@ -61,9 +61,10 @@ class ConfirmRequest:
     threads: int = 1
     data_dir: str | None = None
     storage_retry: float = DEFAULT_RETRY_S
+    max_failures: int = 5
 
     def check(self) -> None:
-        for name in ("top", "seeds", "epochs", "threads"):
+        for name in ("top", "seeds", "epochs", "threads", "max_failures"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name} must be at least 1, got {value}")
@@ -275,12 +276,6 @@ def values_of(objectives: list[str], source: TrialRecord, accuracy: float) -> An
     return out[0] if len(out) == 1 else tuple(out)
 
 
-def checkpoint_folder(url: str, name: str) -> Path:
-    """Beside a SQLite study file, else under ./studies (as the search's)."""
-    path = sqlite_path(url)
-    return (path.parent if path is not None else Path("studies")) / "checkpoints" / name
-
-
 def open_source(req: ConfirmRequest, notify: Any = None, worker: bool = False) -> optuna.Study:
     """The search study to confirm, on a storage that waits out outages."""
     policy = RetryPolicy(limit_s=req.storage_retry)
@@ -290,48 +285,52 @@ def open_source(req: ConfirmRequest, notify: Any = None, worker: bool = False) -
     return optuna.load_study(study_name=req.source.name, storage=storage)
 
 
-def confirm_worker(req: ConfirmRequest, index: int, notify: Any) -> None:
-    """One worker: queued runs of the linked study until the queue is empty."""
-    from nas.device import worker_device
+@dataclass
+class ConfirmWork:
+    """What each confirmation worker does: queued runs of the linked study until none is left
+    (picklable: spawned workers get a copy)."""
 
-    req = replace(req, device=worker_device(req.device, index))
-    source = open_source(req, notify, worker=True)
-    the_plan = plan(source, req)
-    study = open_confirm_study(source, req, the_plan, notify, worker=True)
-    work(study, req, the_plan)
+    req: ConfirmRequest
+    noun: str = "confirmation run"
+    stop_hint: str = ""
+
+    @property
+    def device(self) -> str:
+        return self.req.device
+
+    @property
+    def threads(self) -> int:
+        return self.req.threads
+
+    @property
+    def max_failures(self) -> int:
+        return self.req.max_failures
+
+    def for_worker(self, index: int) -> ConfirmWork:
+        from nas.device import worker_device
+
+        return replace(self, req=replace(self.req, device=worker_device(self.req.device, index)))
+
+    def open_session(self, notify: Any, worker: bool) -> Session:
+        """Opens the source and the linked study, loads the data, builds the run objective."""
+        from nas.data import load_data
+
+        req = self.req
+        source = open_source(req, notify, worker)
+        the_plan = plan(source, req)
+        study = open_confirm_study(source, req, the_plan, notify, worker)
+        b = the_plan.budget
+        data = load_data(b["dataset"], req.data_dir, req.device, seed=b["seed"])
+        objective = ConfirmObjective(data, the_plan, req.device,
+                                     checkpoint_dir(req.source.url, study.study_name))
+        return Session(study, objective, req.source.url, catch=(TrialFailure,), queue_only=True)
 
 
-def work(study: optuna.Study, req: ConfirmRequest, the_plan: Plan,
-         on_run: Any = None) -> None:
-    """Runs queued runs in this process until none is left (or too many fail in a row)."""
-    import torch
-
+def confirm(req: ConfirmRequest, jobs: int = 1, notify: Any = None, on_event: Any = None,
+            poll: Any = None, on_start: Any = None) -> tuple[optuna.Study, Plan]:
+    """Plans, queues and runs the confirmation (in `jobs` workers of the pool); returns the
+    linked study and the plan (summarize them with nas.analysis.confirmation)."""
     from nas.data import load_data
-    from nas.search.run import FailureGuard, SearchStopped, last_reason
-    from nas.search.trials import run_queue
-
-    if not req.device.startswith("cuda"):
-        torch.set_num_threads(req.threads)
-    b = the_plan.budget
-    data = load_data(b["dataset"], req.data_dir, req.device, seed=b["seed"])
-    objective = ConfirmObjective(data, the_plan, req.device,
-                                 checkpoint_folder(req.source.url, study.study_name))
-    gc.freeze()  # long-lived objects: the collection after each run skips them
-    guard = FailureGuard(5)
-    callbacks = [guard, on_run] if on_run else [guard]
-    run_queue(study, objective, callbacks, catch=(TrialFailure,), url=req.source.url,
-              should_stop=lambda: guard.tripped)
-    if guard.tripped:
-        raise SearchStopped(f"{guard.count} confirmation runs failed in a row (last reason: "
-                            f"{last_reason(study)}); stopping")
-
-
-def run_confirm(req: ConfirmRequest, jobs: int = 1, notify: Any = None, on_run: Any = None,
-                poll: Any = None, on_start: Any = None) -> tuple[optuna.Study, Plan]:
-    """Plans, queues and runs the confirmation (in `jobs` worker processes); returns the
-    linked study and the plan (summarize them with nas.search.confirm_summary)."""
-    from nas.data import load_data
-    from nas.search.workers import run_pool
 
     req.check()
     source = open_source(req, notify)
@@ -342,13 +341,10 @@ def run_confirm(req: ConfirmRequest, jobs: int = 1, notify: Any = None, on_run: 
         on_start(study, the_plan)
     if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
         return study, the_plan  # all done: a rerun reads the findings, loads no data
-    if jobs == 1:
-        work(study, req, the_plan, on_run)
-    else:
-        load_data(the_plan.budget["dataset"], req.data_dir, "cpu", seed=the_plan.budget["seed"])
-        run_pool(confirm_worker, req, jobs, study, poll, notify)
+    load_data(the_plan.budget["dataset"], req.data_dir, "cpu", seed=the_plan.budget["seed"])
+    run_pool(ConfirmWork(req), jobs, study, poll=poll, notify=notify, on_event=on_event)
     return study, the_plan
 
 
-__all__ = ["CONFIRM_BUDGET", "ConfirmObjective", "ConfirmRequest", "Plan", "confirm_name",
-           "enqueue_missing", "open_confirm_study", "plan", "run_confirm"]
+__all__ = ["CONFIRM_BUDGET", "ConfirmObjective", "ConfirmRequest", "ConfirmWork", "Plan",
+           "confirm", "confirm_name", "enqueue_missing", "open_confirm_study", "plan"]

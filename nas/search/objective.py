@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,12 +22,13 @@ from nas.data import DataSplits
 from nas.device import memory_limit
 from nas.errors import SpecError, Terminated, UserError
 from nas.hashing import content_hash
+from nas.pool.trial_loop import ResultHeld
+from nas.search.fidelity import Fidelity, keeps_training, stop_reason
 from nas.search.pruning import CostAwareHalving, Peer
 from nas.search.space import SAMPLING, SearchSpace
-from nas.search.trials import ResultHeld
 from nas.study import COSTS, OBJECTIVE_FIELDS, StudyTrial, TrialRecord, study_trials, write_trial
 from nas.study.outage import StorageBroken, StorageUnavailable, impatient
-from nas.study.record import record_part
+from nas.study.record import TIME_UP, record_part
 from nas.train import Budget, EpochStats, FitResult, TrainConfig, fit, latency_ms, seeded_build
 from nas.train.checkpoint import CheckpointError
 
@@ -54,7 +56,9 @@ class TrialSettings:
     early_stop: bool = True
     halving: CostAwareHalving = field(default_factory=CostAwareHalving)
     checkpoint_dir: Path | None = None
+    fidelity: Fidelity | None = None  # multi-fidelity rungs, replacing cost-aware halving
     sampling: int = SAMPLING  # the study's sampling scheme: how the space asks the trial
+    deadline: float | None = None  # time.time() when the search's time is up: trials stop
 
     @property
     def multi(self) -> bool:
@@ -103,18 +107,29 @@ class Objective:
             copy_result(trial, reused)
             return self._values(record, reused.record.val_accuracy)
         checkpoint = checkpoint_path(trial, s.checkpoint_dir, spec.content_hash())
+        cut: list[int] = []  # the epoch at which the time ran out, if it did
         return train_and_record(trial, model.to(s.device), self.data, s.budget, s.config,
-                                checkpoint, self._on_epoch(trial, record),
-                                lambda accuracy: self._values(record, accuracy))
+                                checkpoint, self._on_epoch(trial, record, cut),
+                                lambda accuracy: self._values(record, accuracy),
+                                keep_checkpoint=lambda: bool(cut))
 
     def _gate(self, trial: optuna.Trial, costs: MetaCost) -> str | None:
         """Sets the cost constraints (<= 0 feasible), checked on the meta estimate cheapest
-        first; a reason when over a limit (memory: --max-memory, else the device's free)."""
+        first; a reason when over a limit (memory: --max-memory, else the device's free).
+
+        Every trial carries the same constraint keys: a limit not checked because an earlier
+        one was exceeded counts as exceeded (inf), as the sampler sees its unmeasured cost."""
         s = self.settings
-        checks = check_limits(costs, s.max_params, s.max_macs, memory_limit(s.device, s.max_memory))
-        for check in checks:
-            trial.set_constraint(f"max_{check.name}", float(check.excess))
-        over = [c.text for c in checks if c.excess > 0]
+        memory = memory_limit(s.device, s.max_memory)
+        checks = {c.name: c for c in check_limits(costs, s.max_params, s.max_macs, memory)}
+        limits = {"params": s.max_params, "macs": s.max_macs, "memory": memory}
+        have = trial.study._storage.get_trial(trial._trial_id).constraints  # noqa: SLF001
+        for name in (n for n, limit in limits.items() if limit is not None):
+            if f"max_{name}" in have:
+                continue  # a retried trial carries its first try's (same spec, same figures)
+            excess = checks[name].excess if name in checks else math.inf
+            trial.set_constraint(f"max_{name}", float(excess))
+        over = [c.text for c in checks.values() if c.excess > 0]
         return f"over_budget: {'; '.join(over)}" if over else None
 
     def _values(self, cost: TrialRecord, accuracy: float | None) -> float | tuple[float, ...]:
@@ -126,29 +141,65 @@ class Objective:
             out.append(math.inf if value is None else float(value))
         return out[0] if len(out) == 1 else tuple(out)
 
-    def _on_epoch(self, trial: optuna.Trial, cost: TrialRecord):  # noqa: ANN202
-        curve: list[float] = []
-        cost_name = self.settings.halving_cost
+    def _on_epoch(self, trial: optuna.Trial, cost: TrialRecord, cut: list[int]):  # noqa: ANN202
+        curve: list[float | None] = []
+        s = self.settings
 
         def on_epoch(stats: EpochStats) -> bool:
+            # a resumed run (a retry, a continuation) reports only the epochs it trains: the
+            # ones before stay None until its result writes the whole curve
+            curve.extend([None] * (stats.epoch - 1 - len(curve)))
             curve.append(stats.val_accuracy)
             write_trial(trial, curve=curve)
-            if not self.settings.early_stop or stats.epoch >= self.settings.budget.epochs:
+            if stats.epoch >= s.budget.epochs:
                 return False
-            if not self.settings.multi:
-                trial.report(stats.val_accuracy, stats.epoch)
-                if trial.should_prune():
-                    write_trial(trial, reason=f"pruned at epoch {stats.epoch} (median rule)")
-                    return True
+            if s.deadline is not None and time.time() >= s.deadline:
+                cut.append(stats.epoch)
+                write_trial(trial, reason=f"{TIME_UP}: the search's time ran out after epoch "
+                                          f"{stats.epoch} of {s.budget.epochs}; the next run "
+                                          f"of the search continues it from its checkpoint")
+                return True
+            if not s.early_stop:
                 return False
-            reason = self.settings.halving.decide(
-                stats.epoch, stats.val_accuracy, cost.objective(cost_name) or 0.0,
-                peer_curves(trial, cost_name))
+            reason = self._stop_reason(trial, cost, stats)
             if reason:
                 write_trial(trial, reason=reason)
             return reason is not None
 
         return on_epoch
+
+    def _stop_reason(self, trial: optuna.Trial, cost: TrialRecord, stats: EpochStats,
+                     ) -> str | None:
+        """Why the trial stops after this epoch (None: it trains on): a multi-fidelity rung,
+        else Optuna's median rule for one objective, else cost-aware halving."""
+        s = self.settings
+        if s.fidelity is not None:
+            bracket = self.bracket(trial)
+            if stats.epoch not in s.fidelity.rungs(bracket):
+                return None
+            me = [stats.val_accuracy, *(cost.objective(o) for o in s.objectives[1:])]
+            peers = rung_results(trial, stats.epoch, bracket, s.objectives[1:])
+            if keeps_training(me, peers, s.fidelity.eta):
+                return None
+            return stop_reason(stats.epoch, len(peers) + 1, s.fidelity.eta)
+        if not s.multi:
+            trial.report(stats.val_accuracy, stats.epoch)
+            return f"pruned at epoch {stats.epoch} (median rule)" if trial.should_prune() \
+                else None
+        return s.halving.decide(stats.epoch, stats.val_accuracy,
+                                cost.objective(s.halving_cost) or 0.0,
+                                peer_curves(trial, s.halving_cost))
+
+    def bracket(self, trial: optuna.Trial) -> int:
+        """The trial's multi-fidelity bracket: recorded when it began (kept by its retries and
+        continuations), else by its number."""
+        recorded = TrialRecord.from_trial(trial).bracket
+        if recorded is not None:
+            return recorded
+        assert self.settings.fidelity is not None
+        bracket = self.settings.fidelity.bracket(trial.number)
+        write_trial(trial, bracket=bracket)
+        return bracket
 
 
 def guarded(trial: optuna.Trial, body: Callable[[], T]) -> T:
@@ -175,9 +226,11 @@ def guarded(trial: optuna.Trial, body: Callable[[], T]) -> T:
 def train_and_record(trial: optuna.Trial, model: Any, data: DataSplits, budget: Budget,
                      config: TrainConfig, checkpoint: Path | None,
                      on_epoch: Callable[[EpochStats], bool] | None,
-                     values_of: Callable[[float], Any]) -> Any:
+                     values_of: Callable[[float], Any],
+                     keep_checkpoint: Callable[[], bool] = lambda: False) -> Any:
     """Trains, records the result (kept on disk if the storage cannot take it) and returns the
-    trial's values; a stopped run is pruned, a non-finite loss fails the trial."""
+    trial's values; a stopped run is pruned, a non-finite loss fails the trial. The checkpoint
+    is removed once the result is recorded, unless `keep_checkpoint()` (a run to continue)."""
     result = fit(model, data, budget, config, on_epoch=on_epoch, checkpoint_path=checkpoint)
     del model
     if result.stopped == "non_finite_loss":
@@ -190,7 +243,7 @@ def train_and_record(trial: optuna.Trial, model: Any, data: DataSplits, budget: 
     except (StorageUnavailable, StorageBroken) as e:  # the result is kept, not thrown away
         state = TrialState.PRUNED if pruned else TrialState.COMPLETE
         raise ResultHeld(e, state, values, result_fields(result).to_attrs()) from None
-    if checkpoint is not None:
+    if checkpoint is not None and not keep_checkpoint():
         checkpoint.unlink(missing_ok=True)
     if pruned:
         raise optuna.TrialPruned(TrialRecord.from_trial(trial).reason or "early_stopped")
@@ -227,7 +280,11 @@ def fail(trial: optuna.Trial, reason: str, detail: str) -> None:
 
 
 def first_try(trial: optuna.Trial) -> int:
-    """The number of the trial this one retries (heartbeat retry), else its own."""
+    """The trial whose checkpoint this one resumes: the one it continues (cut by the time
+    limit), else the one it retries (a dead worker's), else itself."""
+    continues = TrialRecord.from_trial(trial).continues
+    if continues is not None:
+        return continues
     for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.number == trial.number:
             return int(t.system_attrs.get("failed_trial", trial.number))
@@ -240,6 +297,21 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def rung_results(trial: optuna.Trial, epoch: int, bracket: int, costs: tuple[str, ...],
+                 ) -> list[list[float]]:
+    """(accuracy at `epoch`, costs) of the other trials of `bracket` that reached it."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    out = []
+    for t in study_trials(trial.study, states):
+        r = t.record
+        if t.number == trial.number or (r.bracket or 0) != bracket or not r.curve \
+                or len(r.curve) < epoch or r.curve[epoch - 1] is None:
+            continue
+        values = [r.objective(c) for c in costs]
+        out.append([float(r.curve[epoch - 1]), *(math.inf if v is None else v for v in values)])
+    return out
+
+
 def peer_curves(trial: optuna.Trial, cost: str) -> list[Peer]:
     """Curves and costs of the study's other trained trials (finished or running)."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -247,7 +319,7 @@ def peer_curves(trial: optuna.Trial, cost: str) -> list[Peer]:
     for t in study_trials(trial.study, states):
         value = t.record.objective(cost)
         if t.number != trial.number and t.record.curve and value is not None:
-            peers.append(Peer(value, [c or 0.0 for c in t.record.curve]))
+            peers.append(Peer(value, list(t.record.curve)))
     return peers
 
 

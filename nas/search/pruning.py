@@ -17,7 +17,7 @@ class Peer:
     """Another trial: its cost and its validation accuracy after each finished epoch."""
 
     cost: float
-    curve: Sequence[float]
+    curve: Sequence[float | None]  # None: an epoch not reported (a resumed run's first ones)
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class CostAwareHalving:
         """A reason to stop now, or None to carry on."""
         limit = cost * (1 + self.cost_slack)
         scores = sorted(
-            p.curve[epoch - 1] for p in peers if p.cost <= limit and len(p.curve) >= epoch
+            score for p in peers if p.cost <= limit and len(p.curve) >= epoch
+            and (score := p.curve[epoch - 1]) is not None
         )
         if len(scores) < self.min_peers:
             return None

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.study.record import TrialRecord
+from nas.study.record import TIME_UP, TrialRecord, trained_own_model
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -63,6 +64,44 @@ class StudyTrial:
         return self.scored and not self.reused
 
 
+# What became of a trial, as a search counts and shows it (trial_kind).
+KINDS = ("trained", "early_stopped", "time_up", "over_budget", "reused", "failed", "running",
+         "waiting")
+
+
+def trial_kind(t: StudyTrial) -> str:
+    """One of KINDS: trained (to the end), early_stopped, time_up (cut by the search's time
+    limit: a later trial continues it), over_budget (refused by the cost gate, untrained),
+    reused (another trial's result), failed, running or waiting (queued)."""
+    if t.state == TrialState.RUNNING:
+        return "running"
+    if t.state == TrialState.WAITING:
+        return "waiting"
+    if t.state == TrialState.FAIL:
+        return "failed"
+    if t.reused:
+        return "reused"
+    if not t.trained:
+        return "over_budget" if t.state == TrialState.COMPLETE else "failed"
+    if t.state == TrialState.PRUNED:
+        return "time_up" if (t.record.reason or "").startswith(TIME_UP) else "early_stopped"
+    return "trained"
+
+
+def count_kinds(trials: Iterable[StudyTrial]) -> dict[str, Any]:
+    """How many trials of each kind (KINDS order), and the failed ones by reason."""
+    counts: dict[str, Any] = dict.fromkeys(KINDS, 0)
+    reasons: dict[str, int] = {}
+    for t in trials:
+        kind = trial_kind(t)
+        counts[kind] += 1
+        if kind == "failed":
+            reason = (t.record.reason or "unknown").split(":")[0]
+            reasons[reason] = reasons.get(reason, 0) + 1
+    counts["failed_by_reason"] = reasons
+    return counts
+
+
 def study_trials(study: optuna.Study, states: Sequence[TrialState] | None = None,
                  ) -> list[StudyTrial]:
     """The study's trials (optionally of some states), by number."""
@@ -73,6 +112,13 @@ def study_trials(study: optuna.Study, states: Sequence[TrialState] | None = None
 def finished_count(study: optuna.Study) -> int:
     """Trials that count towards the target: complete or pruned."""
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def trained_count(study: optuna.Study) -> int:
+    """Finished trials that trained a model of their own (to the end or stopped early): what a
+    search's --trials counts. Trials refused by the cost gate and reused results do not."""
+    return sum(trained_own_model(t.user_attrs)
+               for t in study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def unique_architectures(trials: Iterable[StudyTrial]) -> list[StudyTrial]:
@@ -144,5 +190,6 @@ def study_front(study: optuna.Study, top: int = 10) -> list[StudyTrial]:
     return front(study_trials(study), directions, top)
 
 
-__all__ = ["FINISHED", "StudyTrial", "best", "by_accuracy", "finished_count", "front",
-           "hypervolume", "pareto_mask", "study_front", "study_trials", "unique_architectures"]
+__all__ = ["FINISHED", "KINDS", "StudyTrial", "best", "by_accuracy", "count_kinds",
+           "finished_count", "front", "hypervolume", "pareto_mask", "study_front", "study_trials",
+           "trained_count", "trial_kind", "unique_architectures"]

@@ -8,6 +8,7 @@ not a key that silently reads back as missing.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import optuna
@@ -34,7 +35,8 @@ class WorkerId(BaseModel):
 
 
 # What a trial was asked to do (kept when it is retried); everything else is its outcome.
-SAMPLED_FIELDS = ("spec", "spec_hash", "family", "budget_key", "source_trial", "group", "seed")
+SAMPLED_FIELDS = ("spec", "spec_hash", "family", "budget_key", "source_trial", "group", "seed",
+                  "continues", "bracket")
 
 
 class TrialRecord(BaseModel):
@@ -78,6 +80,10 @@ class TrialRecord(BaseModel):
     # a confirmation run: the search trial whose architecture it retrains, and why it was chosen
     source_trial: int | None = None
     group: Literal["front", "control"] | None = None
+    # a trial cut by a search's time limit is continued, from its checkpoint, by a later trial
+    # of the same architecture: that trial names the first one (whose checkpoint it resumes)
+    continues: int | None = None
+    bracket: int | None = None  # a multi-fidelity search's Hyperband bracket
 
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> TrialRecord:
@@ -122,12 +128,56 @@ def write_trial_attrs(storage: BaseStorage, trial_id: int, **fields: Any) -> Tri
     return part
 
 
+TIME_UP = "time_up"  # the reason of a trial cut by the search's time limit
+
+
+def trained_own_model(attrs: dict[str, Any]) -> bool:
+    """Whether a trial's attributes say it trained a model of its own: not refused by the cost
+    gate, not a copy of another trial's result, not cut by the time limit (its continuation
+    counts instead): what a search's --trials counts. Read from the raw attributes: counting is
+    done often and must not validate whole records."""
+    return (bool(attrs.get("trained")) and attrs.get("reused_from") is None
+            and not str(attrs.get("reason") or "").startswith(TIME_UP))
+
+
+# Search time: each run of a search records the span of wall-clock time it ran (its own key, so
+# that runs on several machines never overwrite each other's); the time a study has been
+# searched is the union of the spans, so runs at the same time count once.
+SPAN_PREFIX = "search_span:"
+
+
+def write_search_span(study: optuna.Study, run: str, start: float, end: float) -> None:
+    """Records (or extends) run `run`'s span of search time (seconds since the epoch)."""
+    study.set_user_attr(f"{SPAN_PREFIX}{run}", [start, end])
+
+
+def search_spans(study_attrs: dict[str, Any], but: str = "") -> list[tuple[float, float]]:
+    """The recorded spans of a study's runs (but run `but`'s)."""
+    return [(float(v[0]), float(v[1])) for k, v in study_attrs.items()
+            if k.startswith(SPAN_PREFIX) and k != f"{SPAN_PREFIX}{but}"]
+
+
+def spent_seconds(spans: list[tuple[float, float]]) -> float:
+    """Length of the union of the spans: time during which some run searched."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 def sampled_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """The part of a trial's attributes that says what it was asked to do (for its retry)."""
     return {k: v for k, v in attrs.items() if k in SAMPLED_FIELDS}
 
 
 BUDGET_FIELDS = ("dataset", "epochs", "subset", "batch_size", "lr", "seed")
+# Cost limits: which trials are admissible. Recorded (None: no limit) by studies made since
+# nas 0.2; a study that does not record one takes the first value a run gives it.
+LIMIT_FIELDS = ("max_params", "max_macs", "max_memory")
+# The multi-fidelity schedule (nas.search.fidelity); min_epochs None: one fidelity for all.
+FIDELITY_FIELDS = ("min_epochs", "eta", "brackets")
 
 
 class StudySettings(BaseModel):
@@ -149,6 +199,14 @@ class StudySettings(BaseModel):
     batch_size: int | None = None
     lr: float | None = None
     seed: int | None = None
+    max_params: int | None = None
+    max_macs: int | None = None
+    max_memory: int | None = None  # bytes per trial; None: what the device has free
+    min_epochs: int | None = None  # multi-fidelity: the first rung (None: one fidelity)
+    eta: int | None = None
+    brackets: int | None = None
+    trials: int | None = None  # the target of trained trials the latest run asked for
+    time_s: float | None = None  # the search time (--time) the latest run asked for
     # a confirmation study: its search study, what it retrains, and what it found
     source_study: str | None = None
     selection: dict[str, Any] | None = None
@@ -170,6 +228,11 @@ class StudySettings(BaseModel):
         """The recorded training budget (dataset, epochs, subset, batch size, lr, seed)."""
         return {k: getattr(self, k) for k in BUDGET_FIELDS if getattr(self, k) is not None}
 
+    def recorded(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The settings among `names` this study records, None (no limit) included: a field
+        the study does not hold at all is left out."""
+        return {k: getattr(self, k) for k in names if k in self.model_fields_set}
+
     @property
     def sampling_scheme(self) -> int:
         """The space's sampling scheme (nas.search.space.SAMPLING_SCHEMES); 1 when none is
@@ -186,6 +249,7 @@ def directions(objectives: tuple[str, ...] | list[str]) -> list[str]:
     return ["maximize" if o == "accuracy" else "minimize" for o in objectives]
 
 
-__all__ = ["BUDGET_FIELDS", "COSTS", "COST_LABELS", "OBJECTIVE_FIELDS", "StudySettings",
-           "TrialRecord", "WorkerId", "directions", "sampled_attrs", "write_trial",
-           "write_trial_attrs"]
+__all__ = ["BUDGET_FIELDS", "COSTS", "COST_LABELS", "FIDELITY_FIELDS", "LIMIT_FIELDS",
+           "OBJECTIVE_FIELDS", "SPAN_PREFIX", "TIME_UP", "StudySettings", "TrialRecord",
+           "WorkerId", "directions", "sampled_attrs", "search_spans", "spent_seconds",
+           "trained_own_model", "write_search_span", "write_trial", "write_trial_attrs"]

@@ -14,6 +14,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -21,7 +22,7 @@ from optuna.exceptions import ExperimentalWarning, TrialPruned, UpdateFinishedTr
 from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.study import finished_count, write_trial
+from nas.study import TrialRecord, write_trial
 from nas.study.liveness import fail_dead_trials, this_worker
 from nas.study.outage import StorageBroken, StorageUnavailable, backend, impatient
 from nas.study.pending import PendingResult, save_pending
@@ -173,29 +174,67 @@ def taken_over(trial: optuna.Trial) -> None:
     return None
 
 
-def run_trials(study: optuna.Study, objective: Objective, target: int,
-               callbacks: Sequence[Callback] = (), catch: tuple[type[Exception], ...] = (),
-               should_stop: Callable[[], bool] = lambda: False, url: str = "") -> None:
-    """Trials until the study holds `target` finished (complete or pruned) trials, or
-    `should_stop()`; each finished trial is passed to the callbacks."""
-    while finished_count(study) < target and not should_stop():
-        finish(study, run_trial(study, objective, catch, url), callbacks)
+@dataclass(frozen=True)
+class TrialEvent:
+    """A finished trial as a worker tells it (picklable: it crosses to the parent process)."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED or FAIL
+    reason: str = ""
+    detail: str = ""
+    trained: bool = False
+    reused: bool = False
+    val_accuracy: float | None = None
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> TrialEvent:
+        record = TrialRecord.from_trial(trial)
+        return cls(trial.number, trial.state.name, record.reason or "", record.detail or "",
+                   record.is_trained, record.reused_from is not None, record.val_accuracy)
 
 
-def run_queue(study: optuna.Study, objective: Objective, callbacks: Sequence[Callback] = (),
-              catch: tuple[type[Exception], ...] = (), url: str = "",
-              should_stop: Callable[[], bool] = lambda: False) -> None:
-    """The study's queued trials, until none is left (several workers share the queue) or
-    `should_stop()`."""
-    while not should_stop() and (trial := ask(study, queued_only=True)) is not None:
-        finish(study, run_trial(study, objective, catch, url, trial), callbacks)
+class FailureGuard:
+    """Trips after `limit` consecutive failed trials in this worker."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.count, self.tripped = limit, 0, False
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.count = self.count + 1 if trial.state == TrialState.FAIL else 0
+        self.tripped = self.count >= self.limit
 
 
-def finish(study: optuna.Study, frozen: FrozenTrial | None, callbacks: Sequence[Callback]) -> None:
-    gc.collect()
-    if frozen is not None:
-        for callback in callbacks:
-            callback(study, frozen)
+@dataclass
+class Session:
+    """A worker's trials: its study, the objective of one trial, and when it is done.
+
+    `done()` is asked before each new trial (a search's target, or its time); with
+    `queue_only` the worker takes queued trials only and stops when none is left."""
+
+    study: optuna.Study
+    objective: Objective
+    url: str = ""
+    catch: tuple[type[Exception], ...] = ()
+    done: Callable[[], bool] = lambda: False
+    queue_only: bool = False
+    callbacks: list[Callback] = field(default_factory=list)
+
+    def next_trial(self) -> optuna.Trial | None:
+        """A queued trial first, else (unless `queue_only`) a new one; None when done."""
+        if self.done():
+            return None
+        return ask(self.study, queued_only=self.queue_only)
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Trials until done, the queue is empty, or `should_stop()`; each finished trial is
+        passed to the callbacks."""
+        while not should_stop() and (trial := self.next_trial()) is not None:
+            frozen = run_trial(self.study, self.objective, self.catch, self.url, trial)
+            gc.collect()
+            if frozen is not None:
+                for callback in self.callbacks:
+                    callback(self.study, frozen)
 
 
-__all__ = ["Heartbeat", "ResultHeld", "run_queue", "run_trial", "run_trials"]
+__all__ = ["FailureGuard", "Heartbeat", "ResultHeld", "Session", "TrialEvent", "ask",
+           "run_trial"]
