@@ -86,6 +86,12 @@ def test_time_up_cuts_the_running_trial_and_the_next_run_continues_it(
     assert c.curve[0] == cut.record.curve[0], "epoch 1 is the cut trial's, not trained again"
     assert c.spec_hash == cut.record.spec_hash and trained_count(again) == 1
     assert not list((tmp_path / "checkpoints" / "t").glob("*.pt")), "checkpoint removed when done"
+    # the same architecture trained without a cut (a new study's first trial, same seeds)
+    whole = search(request(tmp_path, study="u", storage=f"sqlite:///{tmp_path / 'u.db'}"))
+    (uncut,) = study_trials(whole)
+    assert uncut.record.spec_hash == c.spec_hash and uncut.record.resumed_epochs == 0
+    assert uncut.record.curve == c.curve and uncut.record.val_accuracy == c.val_accuracy, \
+        "continuing from the checkpoint trains the same weights as an uninterrupted run"
 
 
 @needs_data
