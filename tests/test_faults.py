@@ -39,6 +39,7 @@ from faultkit import (
 )
 from optuna.trial import TrialState
 
+from nas.pool import PoolStopped
 from nas.search import objective as objective_module
 from nas.search.request import SearchRequest
 from nas.search.space import load_space
@@ -176,11 +177,15 @@ def test_invalid_spec_from_a_user_space_fails_that_trial(tmp_path: Path) -> None
         "  widths: {choices: [10, 12], per_stage: true}\n  group_width: {choices: [4]}\n")
     req = tiny_request(tmp_path, max_failures=50)
     req.space = load_space(space)
-    req.trials = 3
-    study = run_search(req)
-    reasons = {t.user_attrs.get("reason") for t in study.get_trials(states=(TrialState.FAIL,))}
-    assert reasons <= {"invalid_spec"}
-    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
+    req.trials = 3  # the space has two points, one of them invalid: a single network
+    with pytest.raises(PoolStopped, match="has 2 point.s., every one trained or invalid"):
+        run_search(req)
+    study = load(req.storage_url, "s")
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert {t.user_attrs.get("reason") for t in failed} == {"invalid_spec"}
+    assert len(failed) == 1, "an invalid point is not proposed again"
+    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    assert len({t.user_attrs["spec_hash"] for t in trained}) == 1
 
 
 @pytest.mark.skipif(PG_URL is None, reason="NAS_TEST_POSTGRES_URL not set")

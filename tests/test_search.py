@@ -99,8 +99,8 @@ def test_same_architecture_and_budget_is_reused_not_retrained(tmp_path: Path) ->
                      "dimensions:\n  stem_width: {choices: [8]}\n")
     req = request(tmp_path, trials=3)
     req.space = load_space(space)
-    with pytest.raises(PoolStopped, match="has 1 point.s., every one trained: no new "
-                                          "architecture is left for --trials"):
+    with pytest.raises(PoolStopped, match="has 1 point.s., every one trained or invalid: no "
+                                          "new architecture is left for --trials"):
         run_search(req)  # --trials counts trained models: the space cannot give a second
     study = optuna.load_study(study_name="t", storage=req.storage_url)
     done = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
@@ -244,7 +244,8 @@ def test_cli_search_prints_budget_front_and_next_commands(tmp_path: Path) -> Non
               "--subset", "0.02", "--jobs", "1")
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    assert "budget dataset=fashion-mnist epochs=1 subset=0.02" in out
+    assert "settings dataset=fashion-mnist epochs=1 subset=0.02" in out
+    assert "max_params=none max_macs=none max_memory=free" in out
     assert "Pareto front of resnext" in out
     assert "≈" not in out, "no noise column before nas confirm measured the noise"
     assert "nas dashboard --study resnext" in out and "nas export --study resnext" in out

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from nas.errors import Terminated
 
@@ -38,6 +41,28 @@ def leaving() -> None:
     _leaving = True
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[threading.Event]:
+    """SIGINT and SIGTERM held back for the block: the event says one came, and the caller acts
+    on it once the block is done (asking for a trial must not be cut between the trial's
+    creation and the code that tells it FAIL on an interrupt). Outside the main thread, or
+    when the process already ignores them, the block runs as is."""
+    pending = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in kept.items():
+        if handler not in (signal.SIG_IGN, None):
+            signal.signal(sig, lambda signum, frame: pending.set())
+    try:
+        yield pending
+    finally:
+        for sig, handler in kept.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
 def die_with_parent(parent: int) -> None:
     """Ask Linux to send SIGTERM when the parent dies (even by SIGKILL): no orphan workers."""
     if sys.platform.startswith("linux"):
@@ -46,4 +71,5 @@ def die_with_parent(parent: int) -> None:
         raise Terminated()
 
 
-__all__ = ["die_with_parent", "leaving", "raise_terminated", "unwind_on_sigterm"]
+__all__ = ["die_with_parent", "interrupts_deferred", "leaving", "raise_terminated",
+           "unwind_on_sigterm"]

@@ -22,6 +22,8 @@ from optuna.exceptions import ExperimentalWarning, TrialPruned, UpdateFinishedTr
 from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.errors import Terminated
+from nas.pool.signals import interrupts_deferred
 from nas.study import TrialRecord, write_trial
 from nas.study.liveness import fail_dead_trials, this_worker
 from nas.study.outage import StorageBroken, StorageUnavailable, backend, impatient
@@ -107,7 +109,8 @@ def ask(study: optuna.Study, queued_only: bool = False) -> optuna.Trial | None:
 
 
 def run_trial(study: optuna.Study, objective: Objective, catch: tuple[type[Exception], ...],
-              url: str = "", trial: optuna.Trial | None = None) -> FrozenTrial | None:
+              url: str = "", trial: optuna.Trial | None = None, interrupted: bool = False,
+              ) -> FrozenTrial | None:
     """Runs one trial (`trial`, else a new one) to its end and returns it as stored; None when
     another worker failed it as stale while it ran (its retry runs elsewhere). Exceptions not
     in `catch` propagate after the trial is told FAIL; a result that cannot be written is kept
@@ -117,6 +120,8 @@ def run_trial(study: optuna.Study, objective: Objective, catch: tuple[type[Excep
     values, state = None, TrialState.FAIL
     try:
         with Heartbeat(study._storage, trial._trial_id):  # noqa: SLF001
+            if interrupted:  # a signal held back while the trial was asked for
+                raise Terminated()
             try:
                 values, state = objective(trial), TrialState.COMPLETE
             except TrialPruned:
@@ -227,9 +232,17 @@ class Session:
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
         """Trials until done, the queue is empty, or `should_stop()`; each finished trial is
-        passed to the callbacks."""
-        while not should_stop() and (trial := self.next_trial()) is not None:
-            frozen = run_trial(self.study, self.objective, self.catch, self.url, trial)
+        passed to the callbacks. An interrupt while a trial is being asked for is held back
+        until it exists, and then fails it as an interrupt during the trial would."""
+        while not should_stop():
+            with interrupts_deferred() as interrupted:
+                trial = self.next_trial()
+            if trial is None:
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+                return
+            frozen = run_trial(self.study, self.objective, self.catch, self.url, trial,
+                               interrupted=interrupted.is_set())
             gc.collect()
             if frozen is not None:
                 for callback in self.callbacks:

@@ -24,6 +24,7 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.search.space import SearchSpace
+from nas.study.record import invalid_point
 
 Key = Callable[[dict[str, Any]], str | None]
 SEEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -91,8 +92,9 @@ class FreshSampler(BaseSampler):
              ) -> tuple[set[str | None], dict[str, Any]]:
         """The architectures of the study's other trials, and the values of its one-value
         parameters (left out of relative search spaces)."""
-        trials = [t for t in study.get_trials(deepcopy=False, states=SEEN)
-                  if t.number != trial.number]
+        trials = [t for t in study.get_trials(deepcopy=False, states=(*SEEN, TrialState.FAIL))
+                  if t.number != trial.number
+                  and (t.state != TrialState.FAIL or invalid_point(t.user_attrs))]
         fixed = {name: t.params[name] for t in trials for name, d in t.distributions.items()
                  if d.single()}
         return {self.key(t.params) for t in trials}, fixed

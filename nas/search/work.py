@@ -17,12 +17,15 @@ from optuna.trial import FrozenTrial
 
 from nas.device import worker_device
 from nas.pool import PoolStopped, Session, TrialEvent, run_pool
+from nas.search.fresh import architecture_key
 from nas.search.objective import Objective, TrialFailure
 from nas.search.request import SearchRequest, check_request, trial_settings
 from nas.search.resume import open_search_study
+from nas.search.space import SAMPLING, SearchSpace
 from nas.study import StudySettings, study_trials, trained_count, trial_kind
 from nas.study.record import (
     TrialRecord,
+    invalid_point,
     record_part,
     search_spans,
     spent_seconds,
@@ -39,10 +42,12 @@ class IdleGuard:
     """Stops the search (PoolStopped) after `limit` trials in a row that trained no model, or
     at once when a trial reuses a result and every point of a finite space has been trained."""
 
-    def __init__(self, study: str, space_size: float = math.inf, limit: int | None = None,
-                 ) -> None:
+    def __init__(self, study: str, space: SearchSpace | None = None, sampling: int = SAMPLING,
+                 limit: int | None = None) -> None:
         self.limit = MAX_IDLE_TRIALS if limit is None else limit
-        self.study, self.space_size, self.gated, self.reused = study, space_size, 0, 0
+        self.study, self.gated, self.reused = study, 0, 0
+        self.space_size = math.inf if space is None else space.size()
+        self.key = (lambda params: None) if space is None else architecture_key(space, sampling)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state.name == "FAIL":
@@ -64,11 +69,13 @@ class IdleGuard:
                 f"exhausted; raise the limits or widen the space")
 
     def check_exhausted(self, study: optuna.Study) -> None:
-        trained = {t.record.spec_hash for t in study_trials(study) if t.trained and not t.reused}
-        if len(trained) >= self.space_size:
+        """Every point of the space trained, or failed as an invalid spec: nothing is left."""
+        used = {self.key(t.trial.params) for t in study_trials(study)
+                if (t.trained and not t.reused) or invalid_point(t.trial.user_attrs)}
+        if len(used) >= self.space_size:
             raise PoolStopped(f"the space of {self.study} has {self.space_size:,.0f} point(s), "
-                              f"every one trained: no new architecture is left for --trials; "
-                              f"widen the space")
+                              f"every one trained or invalid: no new architecture is left for "
+                              f"--trials; widen the space")
 
 
 @dataclass
@@ -114,7 +121,7 @@ class SearchWork:
                               replace(trial_settings(req, settings), sampling=sampling))
         return Session(study, objective, req.storage_url, catch=(TrialFailure,),
                        done=lambda: finished(study, req),
-                       callbacks=[IdleGuard(req.study_name, req.space.size())])
+                       callbacks=[IdleGuard(req.study_name, req.space, sampling)])
 
 
 def finished(study: optuna.Study, req: SearchRequest) -> bool:

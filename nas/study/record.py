@@ -140,6 +140,12 @@ def trained_own_model(attrs: dict[str, Any]) -> bool:
             and not str(attrs.get("reason") or "").startswith(TIME_UP))
 
 
+def invalid_point(attrs: dict[str, Any]) -> bool:
+    """Whether a failed trial's attributes say its sampled point gives no valid network (it
+    would fail again: a sampler should not propose it anew)."""
+    return attrs.get("reason") == "invalid_spec"
+
+
 # Search time: each run of a search records the span of wall-clock time it ran (its own key, so
 # that runs on several machines never overwrite each other's); the time a study has been
 # searched is the union of the spans, so runs at the same time count once.
@@ -251,5 +257,6 @@ def directions(objectives: tuple[str, ...] | list[str]) -> list[str]:
 
 __all__ = ["BUDGET_FIELDS", "COSTS", "COST_LABELS", "FIDELITY_FIELDS", "LIMIT_FIELDS",
            "OBJECTIVE_FIELDS", "SPAN_PREFIX", "TIME_UP", "StudySettings", "TrialRecord",
-           "WorkerId", "directions", "sampled_attrs", "search_spans", "spent_seconds",
-           "trained_own_model", "write_search_span", "write_trial", "write_trial_attrs"]
+           "WorkerId", "directions", "invalid_point", "sampled_attrs", "search_spans",
+           "spent_seconds", "trained_own_model", "write_search_span", "write_trial",
+           "write_trial_attrs"]
