@@ -1,0 +1,256 @@
+"""How a search's per-trial overhead and the read commands scale with the trials a study holds.
+
+For each storage (a SQLite file; PostgreSQL with --postgres URL) and each size N, a study is
+grown to N finished trials whose attributes are those real trials write (a spec of the space, its
+hash, costs, curves, environment, worker, constraints), then `nas search` runs 10 real trials on
+it (one worker, a tiny training budget) and the read commands run on it as a user runs them.
+
+Printed per N: start-up (opening the study and the data until the first trial), the non-training
+time per trial (a trial's wall time from ask to tell less its training, median of the 10), the
+sampler's share of it, and each read command's wall time (a subprocess, as typed).
+
+    python benchmarks/study_scale.py                      # SQLite, N = 0, 500, 2000, 5000
+    python benchmarks/study_scale.py --postgres postgresql://nas@127.0.0.1:5432/nas
+    python benchmarks/study_scale.py --sampler random     # without TPE's own O(N) cost
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nas.pool import TrialEvent
+from nas.search import objective as objective_module
+from nas.search.fresh import architecture_key
+from nas.search.request import SearchRequest, trial_settings
+from nas.search.resume import open_search_study
+from nas.search.space import SAMPLING, load_space
+from nas.search.work import search
+from nas.study.record import TrialRecord, WorkerId
+
+DATA_FIELDS = {"in_channels": 1, "num_classes": 10, "input_size": 28}
+
+
+def grown_trials(space_name: str, n: int, budget_key: str, seed: int = 0) -> list[Any]:
+    """`n` finished trials of distinct architectures, attributes as real trials write them."""
+    space = load_space(space_name)
+    key = architecture_key(space, SAMPLING)
+    sampler = optuna.samplers.RandomSampler(seed=seed)
+    scratch = optuna.create_study(sampler=sampler)
+    rng, seen, out = random.Random(seed), set(), []
+    env = {"python": "3.11.7", "torch": "2.14.1", "torchvision": "0.29.1", "device": "cpu",
+           "platform": "Linux", "device_name": "cpu", "threads": 1, "cpu_count": 2,
+           "cuda": None, "cudnn": None}
+    worker = WorkerId(host="grown", boot="b", namespace="n", pid=1, started=1)
+    while len(out) < n:
+        trial = scratch.ask()
+        values = space.sample(trial, SAMPLING)
+        arch = key(trial.params)
+        if arch in seen:
+            continue
+        seen.add(arch)
+        spec = space.to_spec(values, DATA_FIELDS)
+        params = rng.randint(1_000, 200_000)
+        curve = sorted(rng.uniform(0.5, 0.9) for _ in range(2))
+        pruned = rng.random() < 0.2
+        record = TrialRecord(
+            spec=spec.model_dump(mode="json"), spec_hash=spec.content_hash(), family=spec.family,
+            budget_key=budget_key, params=params, macs=params * 150, activations=params * 3,
+            peak_memory_bytes=params * 40, training_memory_bytes=params * 900,
+            latency_ms=rng.uniform(0.5, 5), trained=True, val_accuracy=curve[-1],
+            curve=curve[:1] if pruned else curve, loss_curve=[1.2, 0.6][:1 if pruned else 2],
+            wall_time_s=rng.uniform(5, 20), images_per_second=rng.uniform(500, 3000),
+            epochs_run=1 if pruned else 2, steps=100, seed=0, device="cpu", environment=env,
+            stopped="on_epoch" if pruned else None, resumed_epochs=0, worker=worker,
+            reason="early_stopped: epoch 1 ..." if pruned else None)
+        out.append(optuna.trial.create_trial(
+            state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+            values=None if pruned else [curve[-1], float(params)], params=trial.params,
+            distributions=trial.distributions, user_attrs=record.to_attrs(),
+            system_attrs={"constraints:max_memory": -1e9}))
+        scratch.tell(trial, 0.0)
+    return out
+
+
+def request(url: str, study: str, args: argparse.Namespace, trials: int) -> SearchRequest:
+    return SearchRequest(space=load_space(args.space), trials=trials, study=study, storage=url,
+                         sampler=args.sampler, epochs=1, subset=args.subset, batch_size=64,
+                         device="cpu", early_stop=False)
+
+
+class Timer:
+    """Per-trial wall time (ask to tell, through the trial events) and training time."""
+
+    def __init__(self) -> None:
+        self.fit_s: list[float] = []
+        self.ends: list[float] = []
+        self.first_start: float | None = None
+        real_fit = objective_module.fit
+
+        def timed_fit(*a: Any, **kw: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return real_fit(*a, **kw)
+            finally:
+                self.fit_s.append(time.perf_counter() - start)
+
+        objective_module.fit = timed_fit  # type: ignore[assignment]
+        self.real_fit = real_fit
+
+    def restore(self) -> None:
+        objective_module.fit = self.real_fit  # type: ignore[assignment]
+
+    def on_start(self, study: optuna.Study, settings: dict[str, Any]) -> None:
+        self.first_start = time.perf_counter()
+
+    def on_event(self, event: TrialEvent) -> None:
+        self.ends.append(time.perf_counter())
+
+    def overhead(self) -> list[float]:
+        """Each trial's wall time less its training (the first measured from the start)."""
+        starts = [self.first_start or 0.0, *self.ends[:-1]]
+        walls = [end - start for start, end in zip(starts, self.ends)]
+        return [w - f for w, f in zip(walls, self.fit_s)]
+
+
+def run_trials(url: str, study: str, args: argparse.Namespace, n: int) -> dict[str, float]:
+    """10 (or --trials) real trials on a study of n; start-up and per-trial overhead."""
+    timer = Timer()
+    started = time.perf_counter()
+    try:
+        search(request(url, study, args, n + args.trials), on_start=timer.on_start,
+               on_event=timer.on_event)
+    finally:
+        timer.restore()
+    overhead = timer.overhead()
+    return {"startup_s": (timer.first_start or started) - started,
+            "overhead_s": statistics.median(overhead), "overhead_max_s": max(overhead),
+            "fit_s": statistics.median(timer.fit_s)}
+
+
+def timed(argv: list[str], env: dict[str, str], refusal_ok: bool = False) -> float:
+    """Wall time of one nas command (a subprocess, as typed); fails loudly if it fails (a
+    one-line refusal is fine with `refusal_ok`: analyze refuses a study under 16 models)."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "nas", *argv], capture_output=True, text=True,
+                          env=env, timeout=900)
+    if done.returncode != 0 and not (refusal_ok and done.returncode == 2):
+        raise SystemExit(f"nas {' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
+    return time.perf_counter() - start
+
+
+def dashboard_launch(url: str, study: str, env: dict[str, str]) -> float:
+    """Seconds from `nas dashboard` to its API listing the study's trials."""
+    port = 18000 + os.getpid() % 1000
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "nas", "dashboard", "--study", study,
+                             "--storage", url, "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}/api/studies"
+        while time.perf_counter() - start < 300:
+            try:
+                with urllib.request.urlopen(base, timeout=60) as listing:
+                    studies = json.load(listing)["studies"]
+                ids = [s["study_id"] for s in studies if s["study_name"] == study]
+                with urllib.request.urlopen(f"{base}/{ids[0]}", timeout=300):
+                    return time.perf_counter() - start  # the study's trials, as the page loads
+            except OSError:
+                time.sleep(0.2)
+        return float("nan")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def reads(url: str, study: str, folder: Path, env: dict[str, str]) -> dict[str, float]:
+    out = {}
+    common = ["--study", study, "--storage", url]
+    out["report"] = timed(["report", *common, "--out", str(folder / f"{study}.html"),
+                           "--overwrite"], env)
+    out["export"] = timed(["export", *common, "--pareto", "--out", str(folder / study)], env)
+    out["analyze"] = timed(["analyze", *common, "--allow-nonrandom", "--json"], env,
+                           refusal_ok=True)
+    out["status"] = timed(["status", *common, "--json"], env) if has_command("status") else \
+        float("nan")
+    out["dashboard"] = dashboard_launch(url, study, env)
+    return out
+
+
+def has_command(name: str) -> bool:
+    done = subprocess.run([sys.executable, "-m", "nas", name, "--help"], capture_output=True)
+    return done.returncode == 0
+
+
+def one_size(url: str, n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    study = f"scale-{n}"
+    req = request(url, study, args, 1)
+    opened, settings = open_search_study(req)
+    budget_key = trial_settings(req, settings).budget_key()  # as the search's trials have it
+    grown = grown_trials(args.space, n, budget_key)
+    for i in range(0, len(grown), 500):
+        opened.add_trials(grown[i:i + 500])
+    row: dict[str, Any] = {"n": n, **run_trials(url, study, args, n)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    row.update(reads(url, study, folder, env))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="0,500,2000,5000")
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--space", default="resnext")
+    parser.add_argument("--sampler", default="tpe")
+    parser.add_argument("--subset", type=float, default=0.005)
+    parser.add_argument("--postgres", help="also on this PostgreSQL database (emptied first)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    folder = Path(tempfile.mkdtemp(prefix="nas-scale-"))
+    storages = {"sqlite": f"sqlite:///{folder / 'scale.db'}"}
+    if args.postgres:
+        storages["postgresql"] = args.postgres
+    rows = []
+    for kind, url in storages.items():
+        for n in (int(s) for s in args.sizes.split(",")):
+            row = {"storage": kind, **one_size(url, n, args, folder)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print_table(rows, args)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    print(f"\nspace {args.space}, sampler {args.sampler}, {args.trials} trials per size "
+          f"(1 epoch on {args.subset:g} of the split); seconds; load {os.getloadavg()[0]:.1f}")
+    cols = ["storage", "n", "startup_s", "overhead_s", "fit_s", "report", "export", "analyze",
+            "status", "dashboard"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) if isinstance(row[c], (str, int)) else
+                                f"{row[c]:.2f}" for c in cols) + " |")
+    for kind in {r["storage"] for r in rows}:
+        mine = [r for r in rows if r["storage"] == kind]
+        low, high = mine[0], mine[-1]
+        print(f"{kind}: overhead per trial at n={high['n']} / n={low['n']}: "
+              f"{high['overhead_s'] / low['overhead_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
