@@ -1,0 +1,375 @@
+"""Zero-cost proxies: each against an independent computation on a tiny network (finite
+differences, closed forms, the papers' own formulas written with numpy), their invariances, and
+that scoring a real network leaves it (and training after it) exactly as it was."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.errors import UserError
+from nas.io import load_spec, parse_spec
+from nas.proxies import (
+    PROXIES,
+    ZERO_COST,
+    best_index,
+    compute_proxies,
+    prescreen,
+    proxy_batch,
+    proxy_fields,
+)
+
+
+class Tiny(nn.Module):
+    """conv -> BN -> ReLU -> conv (stride 2) -> ReLU -> global average -> linear."""
+
+    def __init__(self, bias: bool = True) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 3, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False)
+        self.fc = nn.Linear(4, 5, bias=bias)
+        self.act1, self.act2 = nn.ReLU(inplace=True), nn.ReLU()  # modules: NASWOT hooks them
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act1(self.bn(self.conv1(x)))
+        h = self.act2(self.conv2(h))
+        return self.fc(h.mean((2, 3)))
+
+
+def tiny(bias: bool = True, seed: int = 0) -> Tiny:
+    """A float64 Tiny whose BN has non-trivial affine parameters and running statistics."""
+    torch.manual_seed(seed)
+    net = Tiny(bias).double()
+    with torch.no_grad():
+        net.bn.weight.uniform_(0.5, 1.5)
+        net.bn.bias.uniform_(-0.2, 0.2)
+        net.bn.running_mean.uniform_(-0.1, 0.1)
+    return net
+
+
+def batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, 1, 6, 6, generator=g, dtype=torch.float64),
+            torch.randint(0, 5, (n,), generator=g))
+
+
+def score(name: str, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return compute_proxies(net, x, y, [name])[name].value
+
+
+def weights_of(net: Tiny) -> list[torch.Tensor]:
+    return [net.conv1.weight.detach(), net.conv2.weight.detach(), net.fc.weight.detach()]
+
+
+def central_differences(fn, tensor: torch.Tensor, h: float = 1e-6) -> torch.Tensor:  # noqa: ANN001
+    """d fn() / d tensor, one element at a time (tensor changed in place and restored)."""
+    grad = torch.zeros_like(tensor)
+    flat, out = tensor.data.view(-1), grad.view(-1)
+    for i in range(flat.numel()):
+        keep = flat[i].item()
+        flat[i] = keep + h
+        up = fn()
+        flat[i] = keep - h
+        down = fn()
+        flat[i] = keep
+        out[i] = (up - down) / (2 * h)
+    return grad
+
+
+def train_loss(net: Tiny, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The cross-entropy of the batch in train mode, on a throwaway copy (BN statistics)."""
+    with torch.no_grad():
+        return float(F.cross_entropy(copy.deepcopy(net).train()(x), y))
+
+
+# synflow
+
+
+def abs_network_sum(net: Tiny, shape: tuple[int, ...]) -> float:
+    """R of synflow written out: |weights|, no batch norm, an all-ones image, summed output."""
+    x = torch.ones((1, *shape), dtype=torch.float64)
+    h = F.relu(F.conv2d(x, net.conv1.weight.abs(), padding=1))
+    h = F.relu(F.conv2d(h, net.conv2.weight.abs(), stride=2, padding=1))
+    bias = None if net.fc.bias is None else net.fc.bias.abs()
+    return float(F.linear(h.mean((2, 3)), net.fc.weight.abs(), bias).sum())
+
+
+def test_synflow_of_a_bias_free_network_is_layers_times_its_output() -> None:
+    # each layer's weights enter a positive linear network once: sum(w dR/dw) = R per layer
+    net = tiny(bias=False)
+    x, y = batch()
+    with torch.no_grad():
+        expected = 3 * abs_network_sum(net, (1, 6, 6))
+    assert score("synflow", net, x, y) == pytest.approx(expected, rel=1e-12)
+
+
+def test_synflow_matches_finite_differences_weight_by_weight() -> None:
+    net = tiny(bias=True)
+    x, y = batch()
+    with torch.no_grad():
+        total = 0.0
+        for w in weights_of(net):
+            grad = central_differences(lambda: abs_network_sum(net, (1, 6, 6)), w)
+            # R depends on |w|: d R / d|w| = sign(w) dR/dw, and |w| * |dR/d|w|| = |w dR/dw|
+            total += float((w * grad).abs().sum())
+    assert score("synflow", net, x, y) == pytest.approx(total, rel=1e-7)
+
+
+def test_synflow_does_not_depend_on_the_data() -> None:
+    net = tiny()
+    a, b = batch(8, seed=1), batch(3, seed=2)
+    assert score("synflow", net, *a) == score("synflow", net, *b)
+
+
+def test_synflow_is_unchanged_by_moving_scale_between_layers() -> None:
+    # rescaling one layer by c and the next by 1/c conserves synaptic flow (Tanaka et al.)
+    net = tiny(bias=False)
+    x, y = batch()
+    moved = copy.deepcopy(net)
+    with torch.no_grad():
+        moved.conv1.weight.mul_(4.0)
+        moved.conv2.weight.div_(4.0)
+    assert score("synflow", moved, x, y) == pytest.approx(score("synflow", net, x, y), rel=1e-12)
+    with torch.no_grad():
+        moved.fc.weight.mul_(2.0)
+    assert score("synflow", moved, x, y) == pytest.approx(2 * score("synflow", net, x, y),
+                                                          rel=1e-12)
+
+
+# snip and grad_norm
+
+
+def test_snip_matches_finite_differences_weight_by_weight() -> None:
+    net, (x, y) = tiny(), batch()
+    expected = sum(float((w * central_differences(lambda: train_loss(net, x, y), w)).abs().sum())
+                   for w in weights_of(net))
+    assert score("snip", net, x, y) == pytest.approx(expected, rel=1e-6)
+
+
+def test_grad_norm_matches_finite_differences_layer_by_layer() -> None:
+    net, (x, y) = tiny(), batch()
+    expected = sum(float(central_differences(lambda: train_loss(net, x, y), w).norm())
+                   for w in weights_of(net))
+    assert score("grad_norm", net, x, y) == pytest.approx(expected, rel=1e-6)
+
+
+def test_snip_ignores_the_scale_of_a_conv_before_batch_norm_and_grad_norm_does_not() -> None:
+    # train-mode BN undoes conv1's scale (exactly, but for its eps): the loss is the same,
+    # dL/dw is 1/c as large
+    net, (x, y) = tiny(), batch()
+    net.bn.eps = 1e-14
+    scaled = copy.deepcopy(net)
+    with torch.no_grad():
+        scaled.conv1.weight.mul_(5.0)
+    assert score("snip", scaled, x, y) == pytest.approx(score("snip", net, x, y), rel=1e-9)
+    assert score("grad_norm", scaled, x, y) < score("grad_norm", net, x, y)
+
+
+# jacob_cov
+
+
+def reference_jacob_cov(jacobian: np.ndarray) -> float:
+    """zero-cost-nas's eval_score, as published: np.corrcoef, np.linalg.eig, k = 1e-5."""
+    v, _ = np.linalg.eig(np.corrcoef(jacobian))
+    k = 1e-5
+    return float(-np.sum(np.log(v + k) + 1.0 / (v + k)).real)
+
+
+def test_jacob_cov_matches_the_reference_formula_on_a_finite_difference_jacobian() -> None:
+    net, (x, y) = tiny(), batch()
+    moved = x.clone()
+
+    def outputs_sum() -> float:
+        with torch.no_grad():
+            return float(copy.deepcopy(net).train()(moved).sum())
+
+    jacobian = central_differences(outputs_sum, moved)  # one input element at a time
+    expected = reference_jacob_cov(jacobian.reshape(len(x), -1).numpy())
+    assert score("jacob_cov", net, x, y) == pytest.approx(expected, rel=1e-6)
+
+
+def test_jacob_cov_ignores_the_scale_of_the_last_layer() -> None:
+    net, (x, y) = tiny(), batch()
+    scaled = copy.deepcopy(net)
+    with torch.no_grad():
+        scaled.fc.weight.mul_(7.0)
+        scaled.fc.bias.add_(3.0)
+    assert score("jacob_cov", scaled, x, y) == pytest.approx(score("jacob_cov", net, x, y),
+                                                             rel=1e-9)
+
+
+# naswot
+
+
+def binary_codes(net: Tiny, x: torch.Tensor) -> np.ndarray:
+    """Each image's code: which units of each ReLU's input are positive (train-mode BN)."""
+    with torch.no_grad():
+        a1 = F.batch_norm(F.conv2d(x, net.conv1.weight, padding=1), None, None,
+                          net.bn.weight, net.bn.bias, training=True, eps=net.bn.eps)
+        a2 = F.conv2d(F.relu(a1), net.conv2.weight, stride=2, padding=1)
+    return np.concatenate([(a > 0).reshape(len(x), -1).numpy() for a in (a1, a2)], axis=1)
+
+
+def test_naswot_is_the_log_determinant_of_units_minus_hamming_distances() -> None:
+    net, (x, y) = tiny(), batch()
+    codes = binary_codes(net, x)
+    hamming = (codes[:, None, :] != codes[None, :, :]).sum(-1)
+    kernel = codes.shape[1] - hamming  # Mellor et al. 2021, eq. 2
+    expected = float(np.log(abs(np.linalg.det(kernel.astype(float)))))
+    assert score("naswot", net, x, y) == pytest.approx(expected, rel=1e-9)
+
+
+def test_naswot_ignores_positive_scales_and_the_order_of_the_batch() -> None:
+    net, (x, y) = tiny(), batch()
+    base = score("naswot", net, x, y)
+    scaled = copy.deepcopy(net)
+    with torch.no_grad():
+        scaled.conv1.weight.mul_(3.0)
+        scaled.conv2.weight.mul_(0.25)
+    assert score("naswot", scaled, x, y) == pytest.approx(base, rel=1e-12)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(3))
+    assert score("naswot", net, x[order], y[order]) == pytest.approx(base, rel=1e-12)
+
+
+def test_naswot_is_nan_without_relus() -> None:
+    lenet = load_spec("d2l_lenet_bn")  # sigmoid activations
+    from nas.train import seeded_build
+
+    model = seeded_build(lenet, 0)
+    x, y = torch.randn(4, 1, 28, 28), torch.arange(4)
+    assert math.isnan(score("naswot", model, x, y))
+    fields = proxy_fields(compute_proxies(model, x, y, ["naswot", "snip"]))
+    assert set(fields["proxies"]) == {"snip"}
+    assert set(fields["proxy_seconds"]) == {"naswot", "snip"}
+
+
+# the network and the RNG are left as they were
+
+
+def small_vgg() -> object:
+    """A VGG of the shipped space at 28 px, with batch norm and a dropout head."""
+    return parse_spec({"family": "vgg", "in_channels": 1, "num_classes": 10, "input_size": 28,
+                       "batch_norm": True, "hidden": [32], "dropout": 0.3,
+                       "conv_arch": [[1, 8], [2, 16]]})
+
+
+def model_state(model: nn.Module) -> dict[str, object]:
+    """Everything training depends on: tensors, gradients, flags and modes."""
+    return {"state": {k: v.clone() for k, v in model.state_dict().items()},
+            "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+            "requires_grad": [p.requires_grad for p in model.parameters()],
+            "modes": [m.training for m in model.modules()],
+            "dtypes": [p.dtype for p in model.parameters()]}
+
+
+def same_state(a: dict[str, object], b: dict[str, object]) -> bool:
+    def equal(u: object, v: object) -> bool:
+        if isinstance(u, torch.Tensor) and isinstance(v, torch.Tensor):
+            return u.dtype == v.dtype and torch.equal(u, v)
+        if isinstance(u, dict) and isinstance(v, dict):
+            return u.keys() == v.keys() and all(equal(u[k], v[k]) for k in u)
+        if isinstance(u, list) and isinstance(v, list):
+            return len(u) == len(v) and all(equal(p, q) for p, q in zip(u, v))
+        return u == v
+
+    return all(equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("source", ["resnext_small", "d2l_lenet_bn", "vgg"])
+@pytest.mark.parametrize("training", [True, False])
+def test_every_proxy_leaves_the_model_and_the_rng_as_they_were(source: str,
+                                                                training: bool) -> None:
+    from nas.train import seeded_build
+
+    spec = small_vgg() if source == "vgg" else load_spec(source)
+    model = seeded_build(spec, 0).train(training)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    F.cross_entropy(model.train()(x), y).backward()  # gradients a caller may hold
+    model.train(training)
+    next(model.parameters()).requires_grad_(False)  # a frozen tensor stays frozen
+    before, rng = model_state(model), torch.get_rng_state()
+    values = compute_proxies(model, x, y, list(PROXIES))
+    assert same_state(model_state(model), before)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.is_grad_enabled()
+    assert set(values) == set(PROXIES) and all(v.seconds > 0 for v in values.values())
+    again = compute_proxies(model, x, y, list(PROXIES))  # the same, dropout included
+    np.testing.assert_equal([v.value for v in again.values()],
+                            [v.value for v in values.values()])
+
+
+def test_training_after_the_proxies_is_the_training_without_them() -> None:
+    from nas.data import load_data
+    from nas.train import Budget, TrainConfig, fit, seeded_build
+
+    data = load_data()
+    spec = small_vgg()
+    budget, config = Budget(epochs=1, subset=0.004, batch_size=64), TrainConfig(threads=1)
+    plain, scored = seeded_build(spec, 0), seeded_build(spec, 0)
+    x, y = proxy_batch(data, 28, 32)
+    compute_proxies(scored, x, y, list(PROXIES))
+    a, b = fit(plain, data, budget, config), fit(scored, data, budget, config)
+    assert a.val_accuracy == b.val_accuracy
+    for (name, u), v in zip(plain.state_dict().items(), scored.state_dict().values()):
+        assert torch.equal(u, v), name
+
+
+def test_baselines_are_nas_cost_counts() -> None:
+    from nas.cost import measure
+    from nas.train import seeded_build
+
+    spec = load_spec("resnext_small")
+    model = seeded_build(spec, 0)
+    x, y = torch.randn(2, 1, 28, 28), torch.arange(2)
+    got = compute_proxies(model, x, y, ["params", "macs"])
+    cost = measure(model, 1, 28)
+    assert (got["params"].value, got["macs"].value) == (cost.params, cost.macs)
+
+
+def test_an_unknown_proxy_is_one_line() -> None:
+    with pytest.raises(UserError, match="unknown proxy 'flops'; one of synflow, naswot"):
+        compute_proxies(tiny(), *batch(), ["flops"])
+
+
+def test_non_finite_scores_are_left_out_of_the_record_their_time_kept() -> None:
+    from nas.proxies import ProxyValue
+
+    fields = proxy_fields({"naswot": ProxyValue(math.nan, 0.5), "snip": ProxyValue(2.0, 0.1)})
+    assert fields == {"proxies": {"snip": 2.0}, "proxy_seconds": {"naswot": 0.5, "snip": 0.1}}
+
+
+# prescreen
+
+
+def test_best_index_takes_the_highest_first_and_never_nan() -> None:
+    assert best_index([1.0, 3.0, 3.0, 2.0]) == 1
+    assert best_index([math.nan, -5.0, math.nan]) == 1
+    assert best_index([math.nan, math.nan]) == 0
+
+
+@pytest.mark.parametrize("proxy", ["params", "synflow"])
+def test_prescreen_picks_the_candidate_the_proxy_ranks_best(proxy: str) -> None:
+    from nas.train import seeded_build
+
+    widths = [[8, 16], [16, 32], [4, 8]]
+    candidates = [parse_spec({"family": "vgg", "in_channels": 1, "num_classes": 10,
+                              "input_size": 28, "batch_norm": True, "hidden": [16],
+                              "conv_arch": [[1, a], [1, b]]}) for a, b in widths]
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    picked = prescreen(candidates, proxy, x, y, seed=3)
+    expected = [compute_proxies(seeded_build(s, 3), x, y, [proxy])[proxy].value
+                for s in candidates]
+    assert picked.values == expected
+    assert picked.index == int(np.argmax(expected)) == 1  # the widest: most params and flow
+    assert picked.seconds > 0 and picked.proxy == proxy
+
+
+def test_every_zero_cost_proxy_is_registered() -> None:
+    assert set(ZERO_COST) | {"params", "macs"} == set(PROXIES)
