@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -373,3 +374,199 @@ def test_prescreen_picks_the_candidate_the_proxy_ranks_best(proxy: str) -> None:
 
 def test_every_zero_cost_proxy_is_registered() -> None:
     assert set(ZERO_COST) | {"params", "macs"} == set(PROXIES)
+
+
+# nas proxies: the statistics on known inputs
+
+
+def test_each_rho_is_scipys_spearman_with_ties_and_missing_values() -> None:
+    from scipy import stats
+
+    from nas.analysis.proxies import proxy_correlations
+
+    rng = np.random.default_rng(0)
+    acc = rng.uniform(0.5, 0.9, 30).round(2)  # ties in accuracy
+    scores = {"params": rng.integers(1, 6, 30).astype(float),  # ties in a score
+              "synflow": acc * 3 + rng.normal(0, 0.05, 30),
+              "snip": np.where(np.arange(30) % 5 == 0, np.nan, rng.normal(size=30))}
+    rows = {r.proxy: r for r in proxy_correlations(scores, acc, n_boot=200)}
+    assert list(rows) == ["params", "synflow", "snip"]
+    for name, values in scores.items():
+        known = np.isfinite(values)
+        expected = stats.spearmanr(values[known], acc[known]).statistic
+        assert rows[name].rho == pytest.approx(expected, abs=1e-12)
+        assert rows[name].n == known.sum()
+    both = np.isfinite(scores["snip"])
+    base = stats.spearmanr(scores["params"][both], acc[both]).statistic
+    assert rows["snip"].versus_params == pytest.approx(rows["snip"].rho - base, abs=1e-12)
+
+
+def test_the_interval_agrees_with_scipys_bootstrap() -> None:
+    from scipy import stats
+
+    from nas.analysis.proxies import proxy_correlations
+
+    rng = np.random.default_rng(1)
+    acc = rng.normal(size=40)
+    score = acc + rng.normal(0, 1.0, 40)
+    [_, row] = proxy_correlations({"params": rng.normal(size=40), "synflow": score}, acc,
+                                  n_boot=5000)
+    ref = stats.bootstrap((score, acc), lambda a, b: stats.spearmanr(a, b).statistic,
+                          paired=True, vectorized=False, n_resamples=2000, method="percentile",
+                          random_state=np.random.default_rng(2)).confidence_interval
+    assert row.low == pytest.approx(ref.low, abs=0.05)
+    assert row.high == pytest.approx(ref.high, abs=0.05)
+    assert row.low < row.rho < row.high
+
+
+def test_beats_params_only_when_the_paired_interval_excludes_zero() -> None:
+    from nas.analysis.proxies import proxy_correlations
+
+    rng = np.random.default_rng(3)
+    acc = rng.normal(size=60)
+    params = acc + rng.normal(0, 2.0, 60)  # a weak baseline
+    scores = {"params": params, "same": params.copy(), "oracle": acc * 2 + 1,
+              "inverse": -acc}
+    rows = {r.proxy: r for r in proxy_correlations(scores, acc, n_boot=1000)}
+    assert rows["params"].verdict == "baseline" and rows["params"].versus_params is None
+    assert (rows["same"].versus_low, rows["same"].versus_high) == (0.0, 0.0)
+    assert rows["same"].verdict == "not distinguishable from params"
+    assert rows["oracle"].rho == 1.0 and rows["oracle"].versus_low > 0
+    assert rows["oracle"].verdict == "beats params"
+    assert rows["inverse"].verdict == "worse than params"
+
+
+# nas proxies on a study
+
+
+def attrs_of(spec: object, acc: float | None, proxies: dict[str, float] | None,
+             **extra: object) -> dict[str, object]:
+    from nas.cost import estimate
+    from nas.study import TrialRecord
+
+    cost = estimate(spec).cost
+    return TrialRecord(spec=spec.model_dump(mode="json"), spec_hash=spec.content_hash(),
+                       family=spec.family, params=cost.params, macs=cost.macs,
+                       trained=acc is not None, val_accuracy=acc, epochs_run=1,
+                       proxies=proxies, proxy_seconds=proxies and dict.fromkeys(proxies, 0.1),
+                       **extra).to_attrs()
+
+
+def tiny_specs(n: int, seed: int = 0) -> list[object]:
+    """n distinct specs of the fault tests' tiny ResNeXt space (28 px, Fashion-MNIST)."""
+    import optuna
+
+    from nas.search.space import load_space
+
+    space = load_space("tests/spaces/tiny_resnext.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    fields = {"in_channels": 1, "num_classes": 10, "input_size": 28}
+    specs: dict[str, object] = {}
+    while len(specs) < n:
+        spec = space.suggest(study.ask(), fields)
+        specs.setdefault(spec.content_hash(), spec)
+    return list(specs.values())
+
+
+def write_trials(url: str, name: str, trials: list[dict[str, object]]) -> None:
+    import optuna
+
+    study = optuna.create_study(study_name=name, storage=url,
+                                directions=["maximize", "minimize"])
+    for attrs in trials:
+        state = attrs.pop("state", optuna.trial.TrialState.COMPLETE)
+        values = None if state != optuna.trial.TrialState.COMPLETE else \
+            [attrs.get("val_accuracy") or 0.0, float(attrs["params"])]
+        study.add_trial(optuna.trial.create_trial(state=state, values=values, user_attrs=attrs))
+
+
+@pytest.fixture(scope="module")
+def trained_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[dict]]:
+    """A real small study: 10 tiny ResNeXts, proxies computed on the batch a trial would see,
+    each then trained for one epoch on 1 % of Fashion-MNIST; plus trials that must not count
+    (reused, failed, an architecture trained twice)."""
+    from optuna.trial import TrialState
+
+    from nas.data import load_data
+    from nas.train import Budget, TrainConfig, fit, seeded_build
+
+    data = load_data()
+    x, y = proxy_batch(data, 28, 64)
+    rows = []
+    for spec in tiny_specs(10):
+        model = seeded_build(spec, 0)
+        fields = proxy_fields(compute_proxies(model, x, y))
+        result = fit(model, data, Budget(epochs=1, subset=0.01, batch_size=64),
+                     TrainConfig(threads=1))
+        rows.append(attrs_of(spec, result.val_accuracy, fields["proxies"]))
+    extra = [{**rows[0], "reused_from": 0}, {**rows[1], "val_accuracy": 0.01},
+             {**rows[2], "state": TrialState.FAIL, "val_accuracy": None}]
+    url = f"sqlite:///{tmp_path_factory.mktemp('proxies') / 'study.db'}"
+    write_trials(url, "px", [dict(r) for r in rows + extra])
+    return url, rows
+
+
+@pytest.mark.slow
+def test_nas_proxies_on_a_real_study_is_scipys_spearman_of_its_trials(
+    trained_study: tuple[str, list[dict]], run_nas
+) -> None:  # noqa: ANN001
+    import json
+
+    from scipy import stats
+
+    url, rows = trained_study
+    result = run_nas("proxies", "--study", "px", "--storage", url, "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert (report["trials"], report["evaluated"]) == (10, 10)
+    acc = [r["val_accuracy"] for r in rows]
+    got = {r["proxy"]: r for r in report["rows"]}
+    assert set(got) == {"params", "macs", *ZERO_COST}
+    for name in ZERO_COST:
+        expected = stats.spearmanr([r["proxies"][name] for r in rows], acc).statistic
+        assert got[name]["rho"] == pytest.approx(expected, abs=1e-12)
+        assert got[name]["low"] <= got[name]["rho"] <= got[name]["high"]
+        assert got[name]["median_seconds"] == pytest.approx(0.1)
+    expected = stats.spearmanr([r["params"] for r in rows], acc).statistic
+    assert got["params"]["rho"] == pytest.approx(expected, abs=1e-12)
+    text = run_nas("proxies", "--study", "px", "--storage", url)
+    assert text.code == 0
+    lines = text.out.splitlines()
+    assert lines[0].startswith("study px: 10 evaluated trials with proxies (of 10 evaluated)")
+    assert any(line.startswith("params ") and "baseline" in line for line in lines)
+    verdicts = [r["verdict"] for r in report["rows"] if r["verdict"] == "beats params"]
+    statement = "beats params: " if verdicts else "no proxy beats params on this study"
+    assert sum(line.startswith(statement) for line in lines) == 1
+
+
+def test_nas_proxies_refuses_a_study_without_proxies_or_with_too_few(
+    tmp_path: Path, run_nas  # noqa: ANN001
+) -> None:
+    specs = tiny_specs(9, seed=1)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    write_trials(url, "none", [attrs_of(s, 0.5 + 0.01 * i, None) for i, s in enumerate(specs)])
+    write_trials(url, "few", [attrs_of(s, 0.5, {"synflow": float(i)})
+                              for i, s in enumerate(specs[:5])])
+    for study, message in [("none", "study none: none of its 9 evaluated trials records "
+                                    "zero-cost proxies"),
+                           ("few", "study few: 5 evaluated trials with proxies; at least 8")]:
+        result = run_nas("proxies", "--study", study, "--storage", url)
+        assert result.code == 2 and result.out == ""
+        assert len(result.err_lines) == 1 and result.err_lines[0].startswith(
+            f"nas: error: {message}")
+    assert run_nas("proxies", "--study", "few", "--storage", url, "--n-boot", "5").code == 2
+
+
+def test_nas_proxies_keeps_one_fidelity_with_epochs(tmp_path: Path, run_nas) -> None:  # noqa: ANN001
+    import json
+
+    specs = tiny_specs(12, seed=2)
+    rows = [attrs_of(s, 0.5 + 0.01 * i, {"synflow": float(i % 5)}) for i, s in enumerate(specs)]
+    for r in rows[8:]:
+        r["epochs_run"] = 3
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    write_trials(url, "mf", rows)
+    one = json.loads(run_nas("proxies", "--study", "mf", "--storage", url, "--epochs", "1",
+                             "--json").out)
+    assert one["trials"] == 8
+    assert run_nas("proxies", "--study", "mf", "--storage", url, "--epochs", "3").code == 2
