@@ -27,6 +27,7 @@ from faultkit import (
 )
 from optuna.trial import TrialState
 
+from nas.errors import UserError
 from nas.study.liveness import this_worker
 from nas.study.record import TrialRecord, WorkerId
 from nas.study.status import liveness, read_only, study_status
@@ -132,6 +133,11 @@ def test_status_of_a_finished_study_reads_without_writing(tmp_path: Path, run_na
     data = status_json(url, study)
     assert data["running"] == [] and data["finished"] == finished >= 3
     assert data["counts"]["RUNNING"] == 0
+    light = subprocess.run([sys.executable, "-X", "importtime", "-m", "nas", "status",
+                            "--study", study, "--storage", url], capture_output=True, text=True,
+                           timeout=120, cwd=REPO, env=ENV)
+    imported = {line.split("|")[-1].strip() for line in light.stderr.splitlines()}
+    assert "nas.study.status" in imported and not {"torch", "pandas"} & imported
     assert study_files(path) == before, "nas status changed the study's files"
 
 
@@ -180,6 +186,11 @@ def test_failures_of_the_last_hour_and_their_retries(tmp_path: Path, run_nas) ->
     assert [(f.number, f.reason, f.retry, f.retry_state) for f in status.failed_last_hour] == [
         (1, "worker_died", 3, "WAITING"), (2, "data_error", None, None)]
     assert status.retried_last_hour == 1
+    secret = "postgresql://nas:s3cret@db.example:5432/nas"  # as a user's --storage may hold
+    reader = read_only(open_existing(url))
+    assert study_status(reader, "f", secret).storage == "postgresql://nas:***@db.example:5432/nas"
+    with pytest.raises(UserError, match=r"no study 'g' in postgresql://nas:\*\*\*@db"):
+        study_status(reader, "g", secret)
     assert status.counts == {"RUNNING": 0, "COMPLETE": 0, "PRUNED": 0, "FAIL": 3, "WAITING": 1}
     out = run_nas("status", "--study", "f", "--storage", url).out.splitlines()
     assert "failed in the last hour: 2 (1 retried)" in out
