@@ -570,3 +570,19 @@ def test_nas_proxies_keeps_one_fidelity_with_epochs(tmp_path: Path, run_nas) -> 
                              "--json").out)
     assert one["trials"] == 8
     assert run_nas("proxies", "--study", "mf", "--storage", url, "--epochs", "3").code == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_proxies_run_there_and_agree_with_the_cpu() -> None:
+    from nas.train import seeded_build
+
+    spec = small_vgg().model_copy(update={"dropout": 0.0})  # the same masks on both devices
+    model = seeded_build(spec, 0).cuda()
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    before, rng = model_state(model), torch.cuda.get_rng_state()
+    on_gpu = compute_proxies(model, x, y, list(PROXIES))  # the batch follows the model
+    assert same_state(model_state(model), before)
+    assert torch.equal(torch.cuda.get_rng_state(), rng)
+    on_cpu = compute_proxies(model.cpu(), x, y, ["synflow", "snip", "grad_norm", "params"])
+    for name, value in on_cpu.items():
+        assert on_gpu[name].value == pytest.approx(value.value, rel=1e-2), name  # TF32 convs
