@@ -28,6 +28,7 @@ from faultkit import (
 from optuna.trial import TrialState
 
 from nas.errors import UserError
+from nas.study import trained_count
 from nas.study.liveness import this_worker
 from nas.study.record import TrialRecord, WorkerId
 from nas.study.status import liveness, read_only, study_status
@@ -126,12 +127,17 @@ def test_status_of_a_finished_study_reads_without_writing(tmp_path: Path, run_na
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert lines[0].startswith(f"study done ({url}): space tiny_resnext")
-    finished = len(load(url, study).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    assert lines[1].startswith(f"progress: {finished} finished")
+    trials = load(url, study).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    finished, trained = len(trials), trained_count(load(url, study))
+    assert lines[1].startswith(f"progress: {trained} trained of 3; search time ")
+    assert lines[2].startswith(f"trials: {sum(t.state == TrialState.COMPLETE for t in trials)} "
+                               f"complete, ")
     assert "no trial is running" in lines
     assert "failed in the last hour: 0 (0 retried)" in lines
     data = status_json(url, study)
-    assert data["running"] == [] and data["finished"] == finished >= 3
+    assert data["running"] == [] and data["finished"] == finished
+    assert data["trained"] == trained >= 3 and data["target"] == 3
+    assert data["search_s"] > 0 and data["time_s"] is None and data["fidelity"] is None
     assert data["counts"]["RUNNING"] == 0
     light = subprocess.run([sys.executable, "-X", "importtime", "-m", "nas", "status",
                             "--study", study, "--storage", url], capture_output=True, text=True,
@@ -210,3 +216,34 @@ def test_bad_input_is_one_line(tmp_path: Path, run_nas, args: list[str],  # noqa
     result = run_nas("status", "--storage", url, *args)
     assert result.code == 2 and len(result.err_lines) == 1
     assert result.err_lines[0].startswith(message)
+
+
+def test_a_worker_elsewhere_is_judged_by_the_heartbeat_its_trial_records(tmp_path: Path,
+                                                                         run_nas) -> None:  # noqa: ANN001
+    from nas.study import StudySettings
+    from nas.study.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="mf", storage=url)
+    StudySettings(epochs=9, min_epochs=1, eta=3, brackets=2, trials=20, time_s=600.0).write(study)
+    elsewhere = WorkerId(host="node-7", boot="b", pid=4242, started=1)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING, user_attrs=TrialRecord(
+        worker=elsewhere, curve=[0.5, 0.6], bracket=1, continues=0).to_attrs()))
+    [running] = study.get_trials(states=(TrialState.RUNNING,))
+    open_storage(url, heartbeat=False).record_heartbeat(running._trial_id)
+    reader = read_only(open_existing(url))
+    status = study_status(reader, "mf", url, grace_s=30)
+    [row] = status.running
+    assert (row.host, row.pid, row.worker_started) == ("node-7", 4242, None)
+    assert (row.epoch, row.epochs, row.bracket, row.continues) == (2, 9, 1, 0)
+    assert row.liveness == "alive" and 0 <= row.heartbeat_age_s < 5
+    assert status.fidelity == {"min_epochs": 1, "eta": 3, "brackets": 2}
+    assert (status.target, status.trained, status.time_s) == (20, 0, 600.0)
+    time.sleep(2.1)  # SQLite's clock counts whole seconds
+    assert study_status(reader, "mf", url, grace_s=1).running[0].liveness == "stale"
+    out = run_nas("status", "--study", "mf", "--storage", url).out
+    assert "progress: 0 trained of 20; search time 0:00 of 10:00" in out
+    assert "multi-fidelity: first rung at 1 epochs, eta 3, 2 brackets" in out
+    data = json.loads(run_nas("status", "--study", "mf", "--storage", url, "--json").out)
+    assert [(r["number"], r["bracket"], r["continues"], r["liveness"]) for r in data["running"]] \
+        == [(0, 1, 0, "alive")]  # within the default grace period

@@ -42,20 +42,28 @@ def header_lines(s: StudyStatus) -> list[str]:
     """Study, progress, counts and the liveness settings."""
     what = ", ".join(f"{k} {v}" for k, v in (("space", s.space), ("sampler", s.sampler)) if v)
     objectives = f", objectives {', '.join(s.objectives)}" if s.objectives else ""
-    target = f" of {s.target}" if s.target else " (the study records no target)"
+    target = f" of {s.target}" if s.target else ""
+    spent = f"; search time {duration(s.search_s)}" + (
+        f" of {duration(s.time_s)}" if s.time_s else "")
     counts = ", ".join(f"{s.counts.get(k, 0)} {label}" for k, label in STATES.items())
     budget = f"{s.epochs} epochs per trial" if s.epochs else "epochs per trial not recorded"
-    fidelity = f", fidelity {s.fidelity}" if s.fidelity is not None else ""
+    fidelity = "" if not s.fidelity else (
+        f" (multi-fidelity: first rung at {s.fidelity.get('min_epochs')} epochs, eta "
+        f"{s.fidelity.get('eta')}, {s.fidelity.get('brackets') or 1} brackets)")
     return [f"study {s.study} ({s.storage}){': ' + what if what else ''}{objectives}",
-            f"progress: {s.finished} finished{target}; {counts}",
+            f"progress: {s.trained} trained{target}{spent}",
+            f"trials: {counts}",
             f"{budget}{fidelity}; liveness: this machine's workers by their process, others' "
             f"by heartbeat (stale after {s.grace_s} s without one, NAS_GRACE_S)"]
 
 
 def running_row(t: RunningTrial, now: datetime) -> list[str]:
     epochs = f"{t.epoch}/{t.epochs}" if t.epochs else str(t.epoch)
+    if t.bracket is not None:
+        epochs += f" (bracket {t.bracket})"
     beat = "-" if t.heartbeat_age_s is None else f"{t.heartbeat_age_s:.0f} s ago"
     retry = f" (retry of {t.retry_of})" if t.retry_of is not None else ""
+    retry += f" (continues {t.continues})" if t.continues is not None else ""
     return [f"{t.number}{retry}", t.host or "-", "-" if t.pid is None else str(t.pid),
             clock(t.worker_started, now), epochs, duration(t.elapsed_s), beat,
             f"{t.liveness}: {t.why}"]

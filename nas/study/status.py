@@ -26,10 +26,20 @@ from pydantic import BaseModel
 
 from nas.errors import UserError
 from nas.study.liveness import boot_id, is_dead, pid_namespace, start_ticks
-from nas.study.record import StudySettings, TrialRecord, WorkerId
+from nas.study.queries import FINISHED
+from nas.study.record import (
+    FIDELITY_FIELDS,
+    StudySettings,
+    TrialRecord,
+    WorkerId,
+    search_spans,
+    spent_seconds,
+    trained_own_model,
+)
 from nas.study.storage import GRACE_S, mask_url
 
 RECENT = timedelta(hours=1)
+TRAINED_KEYS = ("trained", "reused_from", "reason")  # what trained_own_model reads
 Liveness = Literal["alive", "dead", "stale", "unknown"]
 
 
@@ -42,13 +52,14 @@ class RunningTrial(BaseModel):
     worker_started: datetime | None  # local time; known for this machine's workers only
     started: datetime | None  # when the trial started (local time)
     elapsed_s: float | None
-    epoch: int  # epochs finished (the length of its curve)
-    epochs: int | None  # epochs planned
-    fidelity: Any = None  # the trial's fidelity, where the study records one
+    epoch: int  # epochs finished (its curve has one entry each, resumed ones included)
+    epochs: int | None  # epochs planned (a multi-fidelity trial may stop at a rung before)
+    bracket: int | None = None  # a multi-fidelity search's Hyperband bracket
     heartbeat_age_s: float | None  # None: no heartbeat recorded yet
     liveness: Liveness
     why: str  # how liveness was told
     retry_of: int | None = None  # the failed trial this one retries
+    continues: int | None = None  # the time-cut trial this one continues
 
 
 class RecentFailure(BaseModel):
@@ -70,11 +81,14 @@ class StudyStatus(BaseModel):
     space: str | None
     sampler: str | None
     objectives: list[str] | None
-    target: int | None  # the study's target of finished trials, where it records one
+    target: int | None  # the target of trained trials (--trials), where the study records one
+    trained: int  # what the target counts (nas.study.record.trained_own_model)
     finished: int  # complete and pruned
     counts: dict[str, int]  # trials by state
+    time_s: float | None  # the search time asked for (--time), where recorded
+    search_s: float  # the search time spent so far (the union of its runs' spans)
     epochs: int | None  # planned per trial (the study's budget)
-    fidelity: Any = None
+    fidelity: dict[str, Any] | None  # min_epochs, eta, brackets of a multi-fidelity study
     grace_s: int  # a heartbeat older than this is stale (this reader's NAS_GRACE_S)
     running: list[RunningTrial]
     failed_last_hour: list[RecentFailure]
@@ -191,10 +205,19 @@ def retry_links(storage: RDBStorage, study_id: int) -> dict[int, tuple[int, str]
                 in db.execute(query)}
 
 
-def planned_epochs(record: TrialRecord, settings: StudySettings) -> int | None:
-    """A trial's planned epochs: its own (a multi-fidelity search's rung) or the study's."""
-    own = getattr(record, "epochs", None)
-    return own if isinstance(own, int) else settings.epochs
+def trained_models(storage: RDBStorage, study_id: int) -> int:
+    """Finished trials that trained a model of their own (what --trials counts), judged by
+    `trained_own_model` on the few attributes it reads, fetched by the database alone."""
+    attrs, trials = models.TrialUserAttributeModel, models.TrialModel
+    query = (sqlalchemy.select(trials.trial_id, attrs.key, attrs.value_json)
+             .join(trials, attrs.trial_id == trials.trial_id)
+             .where(trials.study_id == study_id, trials.state.in_(FINISHED),
+                    attrs.key.in_(TRAINED_KEYS)))
+    found: dict[int, dict[str, Any]] = {}
+    with storage.engine.connect() as db:
+        for trial_id, key, value in db.execute(query):
+            found.setdefault(trial_id, {})[key] = json.loads(value)
+    return sum(trained_own_model(a) for a in found.values())
 
 
 def running_trial(trial: FrozenTrial, settings: StudySettings, heartbeat_age_s: float | None,
@@ -208,9 +231,9 @@ def running_trial(trial: FrozenTrial, settings: StudySettings, heartbeat_age_s: 
         pid=worker.pid if worker else None,
         worker_started=worker_start(worker) if worker else None, started=started,
         elapsed_s=(now - started).total_seconds() if started else None,
-        epoch=len(record.curve or []), epochs=planned_epochs(record, settings),
-        fidelity=getattr(record, "fidelity", None), heartbeat_age_s=heartbeat_age_s,
-        liveness=state, why=why, retry_of=trial.system_attrs.get("failed_trial"))
+        epoch=len(record.curve or []), epochs=settings.epochs, bracket=record.bracket,
+        heartbeat_age_s=heartbeat_age_s, liveness=state, why=why,
+        retry_of=trial.system_attrs.get("failed_trial"), continues=record.continues)
 
 
 def recent_failures(failed: list[FrozenTrial], retries: dict[int, tuple[int, str]],
@@ -235,7 +258,8 @@ def study_status(storage: RDBStorage, name: str, url: str, grace_s: int = GRACE_
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         raise UserError(f"no study {name!r} in {mask_url(url)}") from None
-    settings = StudySettings.model_validate(storage.get_study_user_attrs(study_id))
+    attrs = storage.get_study_user_attrs(study_id)
+    settings = StudySettings.model_validate(attrs)
     now = datetime.now()
     running = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
     ages = heartbeat_ages(storage, [t._trial_id for t in running])  # noqa: SLF001
@@ -244,9 +268,12 @@ def study_status(storage: RDBStorage, name: str, url: str, grace_s: int = GRACE_
     counts = state_counts(storage, study_id)
     return StudyStatus(
         study=name, storage=mask_url(url), space=settings.space, sampler=settings.sampler,
-        objectives=settings.objectives, target=getattr(settings, "trials", None),
-        finished=counts["COMPLETE"] + counts["PRUNED"], counts=counts, epochs=settings.epochs,
-        fidelity=getattr(settings, "fidelity", None), grace_s=grace_s,
+        objectives=settings.objectives, target=settings.trials,
+        trained=trained_models(storage, study_id),
+        finished=counts["COMPLETE"] + counts["PRUNED"], counts=counts, time_s=settings.time_s,
+        search_s=spent_seconds(search_spans(attrs)), epochs=settings.epochs,
+        fidelity=settings.recorded(FIDELITY_FIELDS) if settings.min_epochs else None,
+        grace_s=grace_s,
         running=[running_trial(t, settings, ages.get(t._trial_id), grace_s, now)  # noqa: SLF001
                  for t in sorted(running, key=lambda t: t.number)],
         failed_last_hour=failures, retried_last_hour=sum(f.retry is not None for f in failures),
