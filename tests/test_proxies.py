@@ -532,7 +532,7 @@ def test_nas_proxies_on_a_real_study_is_scipys_spearman_of_its_trials(
     text = run_nas("proxies", "--study", "px", "--storage", url)
     assert text.code == 0
     lines = text.out.splitlines()
-    assert lines[0].startswith("study px: 10 evaluated trials with proxies (of 10 evaluated)")
+    assert lines[0].startswith("study px: 10 evaluated trials with proxies (of 10); Spearman")
     assert any(line.startswith("params ") and "baseline" in line for line in lines)
     verdicts = [r["verdict"] for r in report["rows"] if r["verdict"] == "beats params"]
     statement = "beats params: " if verdicts else "no proxy beats params on this study"
@@ -557,19 +557,42 @@ def test_nas_proxies_refuses_a_study_without_proxies_or_with_too_few(
     assert run_nas("proxies", "--study", "few", "--storage", url, "--n-boot", "5").code == 2
 
 
-def test_nas_proxies_keeps_one_fidelity_with_epochs(tmp_path: Path, run_nas) -> None:  # noqa: ANN001
+def test_nas_proxies_at_an_epoch_takes_every_trial_that_reached_it(tmp_path: Path,
+                                                                   run_nas) -> None:  # noqa: ANN001
     import json
 
-    specs = tiny_specs(12, seed=2)
-    rows = [attrs_of(s, 0.5 + 0.01 * i, {"synflow": float(i % 5)}) for i, s in enumerate(specs)]
-    for r in rows[8:]:
-        r["epochs_run"] = 3
+    from optuna.trial import TrialState
+    from scipy import stats
+
+    specs = tiny_specs(14, seed=2)
+    rng = np.random.default_rng(4)
+    rows = []
+    for i, spec in enumerate(specs):
+        early = rng.uniform(0.3, 0.6)
+        row = attrs_of(spec, early + 0.2, {"synflow": float(rng.normal()), "snip": early})
+        row["curve"] = [early, early + 0.1, early + 0.2]
+        if i >= 8:  # stopped at a rung after its first epoch: no final accuracy
+            row.update(state=TrialState.PRUNED, curve=[early], epochs_run=1,
+                       reason="early_stopped: rung at epoch 1")
+        rows.append(row)
     url = f"sqlite:///{tmp_path / 's.db'}"
-    write_trials(url, "mf", rows)
-    one = json.loads(run_nas("proxies", "--study", "mf", "--storage", url, "--epochs", "1",
-                             "--json").out)
-    assert one["trials"] == 8
-    assert run_nas("proxies", "--study", "mf", "--storage", url, "--epochs", "3").code == 2
+    write_trials(url, "mf", [dict(r) for r in rows])
+    final = json.loads(run_nas("proxies", "--study", "mf", "--storage", url, "--json").out)
+    assert (final["epoch"], final["trials"]) == (None, 8)
+    first = run_nas("proxies", "--study", "mf", "--storage", url, "--epoch", "1", "--json")
+    report = json.loads(first.out)
+    assert (report["epoch"], report["trials"]) == (1, 14)
+    got = {r["proxy"]: r["rho"] for r in report["rows"]}
+    early = [r["curve"][0] for r in rows]
+    assert got["synflow"] == pytest.approx(
+        stats.spearmanr([r["proxies"]["synflow"] for r in rows], early).statistic, abs=1e-12)
+    assert got["snip"] == pytest.approx(1.0)  # the planted score is that accuracy
+    text = run_nas("proxies", "--study", "mf", "--storage", url, "--epoch", "1").out
+    assert text.startswith("study mf: 14 trials that reached epoch 1 with proxies (of 14); "
+                           "Spearman's rho with validation accuracy after epoch 1")
+    late = run_nas("proxies", "--study", "mf", "--storage", url, "--epoch", "4")
+    assert (late.code, late.err_lines) == (2, ["nas: error: study mf: no trial reached epoch 4"])
+    assert run_nas("proxies", "--study", "mf", "--storage", url, "--epoch", "0").code == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -24,7 +24,8 @@ from pydantic import BaseModel
 from nas.analysis.study import evaluated_trials
 from nas.analysis.trust import spearman_rows
 from nas.errors import UserError
-from nas.study import StudyTrial, study_trials
+from nas.study import FINISHED, StudyTrial, study_trials
+from nas.study.queries import unique_architectures
 
 BASELINE = "params"
 MIN_TRIALS = 8  # below this a rank correlation's interval spans most of [-1, 1]
@@ -49,8 +50,9 @@ class ProxyReport(BaseModel):
     """`nas proxies` of one study."""
 
     study: str
-    trials: int  # evaluated trials with proxies recorded
-    evaluated: int  # evaluated trials, with or without proxies
+    epoch: int | None  # accuracy after this epoch; None: final accuracy at the full budget
+    trials: int  # trials correlated: those below that recorded proxies
+    evaluated: int  # trials with an accuracy to correlate with, with or without proxies
     confidence: float
     n_boot: int
     seed: int
@@ -132,28 +134,53 @@ def median_seconds(trials: Sequence[StudyTrial], name: str) -> float | None:
     return float(np.median(seconds)) if seconds else None
 
 
-def analyse_proxies(study: optuna.Study, where: Callable[[StudyTrial], bool] | None = None,
-                    n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
-                    ) -> ProxyReport:
-    """The proxies of a study's evaluated trials (one per architecture; optionally only those
-    `where` keeps, e.g. one fidelity) against their validation accuracy. Refuses a study
+def accuracy_at(t: StudyTrial, epoch: int) -> float | None:
+    """Validation accuracy after `epoch` (its curve), if the trial reached it."""
+    curve = t.record.curve or []
+    return curve[epoch - 1] if len(curve) >= epoch else None
+
+
+def trials_at(trials: Sequence[StudyTrial], epoch: int | None,
+              ) -> list[tuple[StudyTrial, float]]:
+    """(trial, accuracy) to correlate with: without `epoch`, the evaluated trials (trained to
+    the full budget here, one per architecture) and their final accuracy; with it, every
+    finished trial that trained its own model to that epoch (stopped early after it or not),
+    one per architecture, and its accuracy then."""
+    if epoch is None:
+        return [(t, float(t.record.val_accuracy)) for t in evaluated_trials(trials)]  # type: ignore[arg-type]
+    reached = [t for t in trials if t.state in FINISHED and t.trained and not t.reused
+               and t.feasible and accuracy_at(t, epoch) is not None]
+    return [(t, float(accuracy_at(t, epoch))) for t in unique_architectures(reached)]  # type: ignore[arg-type]
+
+
+def analyse_proxies(study: optuna.Study, epoch: int | None = None,
+                    where: Callable[[StudyTrial], bool] | None = None, n_boot: int = 2000,
+                    confidence: float = 0.95, seed: int = 0) -> ProxyReport:
+    """The proxies of a study's trials against their validation accuracy (`trials_at`:
+    final, or after `epoch`; optionally only the trials `where` keeps). Refuses a study
     without proxies or with fewer than MIN_TRIALS such trials."""
     name = study.study_name
-    evaluated = [t for t in evaluated_trials(study_trials(study)) if where is None or where(t)]
-    scored = [t for t in evaluated if t.record.proxies]
+    pairs = [(t, a) for t, a in trials_at(study_trials(study), epoch) if where is None or where(t)]
+    which = "evaluated trials" if epoch is None else f"trials that reached epoch {epoch}"
+    scored = [(t, a) for t, a in pairs if t.record.proxies]
+    if not pairs:
+        raise UserError(f"study {name} has no {which} (trained to the full budget here, not "
+                        f"reused)" if epoch is None else f"study {name}: no trial reached epoch "
+                        f"{epoch}")
     if not scored:
-        raise UserError(f"study {name}: none of its {len(evaluated)} evaluated trials records "
-                        f"zero-cost proxies (a search computes them before training each trial)")
+        raise UserError(f"study {name}: none of its {len(pairs)} {which} records zero-cost "
+                        f"proxies (a search computes them before training each trial)")
     if len(scored) < MIN_TRIALS:
-        raise UserError(f"study {name}: {len(scored)} evaluated trials with proxies; at least "
+        raise UserError(f"study {name}: {len(scored)} {which} with proxies; at least "
                         f"{MIN_TRIALS} are needed for a rank correlation")
-    accuracy = [float(t.record.val_accuracy) for t in scored]  # type: ignore[arg-type]
-    rows = proxy_correlations(trial_scores(scored), accuracy, n_boot, confidence, seed)
-    rows = [r.model_copy(update={"median_seconds": median_seconds(scored, r.proxy)})
+    chosen = [t for t, _ in scored]
+    rows = proxy_correlations(trial_scores(chosen), [a for _, a in scored], n_boot, confidence,
+                              seed)
+    rows = [r.model_copy(update={"median_seconds": median_seconds(chosen, r.proxy)})
             for r in rows]
-    return ProxyReport(study=name, trials=len(scored), evaluated=len(evaluated),
+    return ProxyReport(study=name, epoch=epoch, trials=len(scored), evaluated=len(pairs),
                        confidence=confidence, n_boot=n_boot, seed=seed, rows=rows)
 
 
 __all__ = ["BASELINE", "MIN_TRIALS", "ProxyCorrelation", "ProxyReport", "analyse_proxies",
-           "proxy_correlations", "trial_scores"]
+           "proxy_correlations", "trial_scores", "trials_at"]

@@ -37,8 +37,10 @@ def report_lines(report: ProxyReport) -> list[str]:
     """The table, then the plain statement of which proxies beat params."""
     level = f"{report.confidence:.0%}"
     width = max(len("proxy"), *(len(r.proxy) for r in report.rows))
-    lines = [f"study {report.study}: {report.trials} evaluated trials with proxies (of "
-             f"{report.evaluated} evaluated); Spearman's rho with validation accuracy, {level} "
+    which, when = ("evaluated trials", "") if report.epoch is None else (
+        f"trials that reached epoch {report.epoch}", f" after epoch {report.epoch}")
+    lines = [f"study {report.study}: {report.trials} {which} with proxies (of "
+             f"{report.evaluated}); Spearman's rho with validation accuracy{when}, {level} "
              f"bootstrap intervals ({report.n_boot} resamples, seed {report.seed})",
              f"{'proxy':<{width}}  {'n':>4}  {'rho':>7}  {level + ' interval':<17}  "
              f"{'rho - params':>12}  {level + ' interval':<17}  {'median s':>8}  verdict"]
@@ -67,9 +69,10 @@ def as_json(report: ProxyReport) -> str:
 def proxies(
     study: StudyOpt = None,
     storage: StorageOpt = None,
-    epochs: Annotated[int | None, typer.Option(
-        help="Only trials trained for this many epochs (one fidelity of a study that has "
-             "several).")] = None,
+    epoch: Annotated[int | None, typer.Option(
+        help="Correlate with validation accuracy after this epoch, over every trial that "
+             "reached it (stopped early after it or not: one rung of a multi-fidelity study). "
+             "Default: final accuracy of the trials trained to the full budget.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
@@ -80,11 +83,10 @@ def proxies(
 
     if n_boot < 100:
         raise UserError(f"--n-boot {n_boot}: at least 100 resamples")
-    if epochs is not None and epochs < 1:
-        raise UserError(f"--epochs {epochs}: at least 1")
+    if epoch is not None and epoch < 1:
+        raise UserError(f"--epoch {epoch}: at least 1")
     _, loaded = open_located(study, storage)
-    where = None if epochs is None else (lambda t: t.record.epochs_run == epochs)
-    report = analyse_proxies(loaded, where, n_boot=n_boot, seed=seed)
+    report = analyse_proxies(loaded, epoch, n_boot=n_boot, seed=seed)
     print(as_json(report) if json_out else "\n".join(report_lines(report)))
 
 
