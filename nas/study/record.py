@@ -71,6 +71,9 @@ class TrialRecord(BaseModel):
     environment: dict[str, Any] | None = None
     stopped: str | None = None
     resumed_epochs: int | None = None
+    # zero-cost proxies of the untrained network from one batch (nas.proxies), and their seconds
+    proxies: dict[str, float] | None = None
+    proxy_seconds: dict[str, float] | None = None
     # outcome
     reason: str | None = None  # why it failed, was stopped, gated or reused
     detail: str | None = None
