@@ -29,7 +29,7 @@ class Failing:  # work whose session cannot open
     noun, stop_hint, device, threads, max_failures = "trial", "", "cpu", 1, 5
     def for_worker(self, index):
         return self
-    def open_session(self, notify, worker):
+    def open_session(self, notify, worker, opened=None):
         raise UserError("3 consecutive trials failed")
 
 _worker_process(Failing(), 0, os.getppid(), Messages())

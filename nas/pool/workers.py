@@ -51,8 +51,10 @@ class Work(Protocol):
         """This work as worker `index` does it (its device, its sampler stream)."""
         ...
 
-    def open_session(self, notify: Notify, worker: bool) -> Session:
-        """Opens the study and loads the data; `worker`: wait for the storage to answer."""
+    def open_session(self, notify: Notify, worker: bool, opened: Any = None) -> Session:
+        """Opens the study and loads the data; `worker`: wait for the storage to answer;
+        `opened`: the storage this process has open already (one worker in the caller's
+        process reuses it, and the trials it has read)."""
         ...
 
 
@@ -63,14 +65,14 @@ def last_reason(study: optuna.Study) -> str:
 
 
 def run_worker(work: Work, notify: Notify, on_event: OnEvent | None = None,
-               worker: bool = False) -> None:
+               worker: bool = False, opened: Any = None) -> None:
     """One worker's life: threads, session (study, data), trials until done; PoolStopped after
     `work.max_failures` consecutive failures."""
     import torch
 
     if not work.device.startswith("cuda"):
         torch.set_num_threads(work.threads)
-    session = work.open_session(notify, worker)
+    session = work.open_session(notify, worker, opened)
     gc.freeze()  # long-lived objects (torch, the data): the collection after each trial skips them
     guard = FailureGuard(work.max_failures)
     session.callbacks.append(guard)
@@ -144,7 +146,7 @@ def run_pool(work: Work, jobs: int, study: optuna.Study, poll: Callable[[optuna.
                 on_event(event)
             quietly(poll, study)
 
-        run_worker(work.for_worker(0), notify, heard)
+        run_worker(work.for_worker(0), notify, heard, opened=study._storage)  # noqa: SLF001
         return
     ctx = mp.get_context("spawn")
     messages = Messages(ctx.Queue(), notify, on_event)

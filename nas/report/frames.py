@@ -106,12 +106,31 @@ class Importances(NamedTuple):
     top: float  # the fraction of trials counted as top
 
 
+class OwnedTrialsStorage(optuna.storages.InMemoryStorage):
+    """An in-memory storage that keeps the trials it is given instead of deep-copying each
+    (for a study of fresh FrozenTrials nobody else holds: copying 5,000 of them took longer
+    than the importances computed from them)."""
+
+    def create_new_trial(self, study_id: int, template_trial: Any = None) -> int:
+        if template_trial is None:
+            return super().create_new_trial(study_id)
+        with self._lock:
+            self._check_study_id(study_id)
+            trial_id = self._max_trial_id = self._max_trial_id + 1
+            template_trial.number = len(self._studies[study_id].trials)
+            template_trial._trial_id = trial_id
+            self._trial_id_to_study_id_and_number[trial_id] = (study_id, template_trial.number)
+            self._studies[study_id].trials.append(template_trial)
+            self._update_cache(trial_id, study_id)
+            return trial_id
+
+
 def accuracy_study(trials: list[StudyTrial]) -> optuna.Study:
     """An in-memory single-objective copy of trials, valued by validation accuracy."""
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line on stderr
     try:
-        proxy = optuna.create_study(direction="maximize")
+        proxy = optuna.create_study(direction="maximize", storage=OwnedTrialsStorage())
     finally:
         optuna.logging.set_verbosity(level)
     proxy.add_trials([optuna.trial.create_trial(

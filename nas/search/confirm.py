@@ -38,6 +38,7 @@ from nas.study.locate import StudyRef, confirm_name, linked_confirmation
 from nas.study.outage import DEFAULT_RETRY_S, RetryPolicy
 from nas.study.pending import flush_pending
 from nas.study.record import record_part
+from nas.study.storage import shared_cache
 
 DEFAULT_TOP, DEFAULT_CONTROL = 5, 5
 # The confirmation budget by device, when not given: more data and epochs than the search's
@@ -190,7 +191,7 @@ def open_confirm_study(source: optuna.Study, req: ConfirmRequest, the_plan: Plan
     policy = RetryPolicy(limit_s=req.storage_retry)
     if notify is not None:
         policy.notify = notify
-    storage = open_storage(req.source.url, retry=policy, wait_to_open=worker)
+    storage = shared_cache(open_storage(req.source.url, retry=policy, wait_to_open=worker))
     name = confirm_name(source.study_name)
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                 directions=the_plan.directions)
@@ -281,7 +282,7 @@ def open_source(req: ConfirmRequest, notify: Any = None, worker: bool = False) -
     policy = RetryPolicy(limit_s=req.storage_retry)
     if notify is not None:
         policy.notify = notify
-    storage = open_storage(req.source.url, retry=policy, wait_to_open=worker)
+    storage = shared_cache(open_storage(req.source.url, retry=policy, wait_to_open=worker))
     return optuna.load_study(study_name=req.source.name, storage=storage)
 
 
@@ -311,7 +312,7 @@ class ConfirmWork:
 
         return replace(self, req=replace(self.req, device=worker_device(self.req.device, index)))
 
-    def open_session(self, notify: Any, worker: bool) -> Session:
+    def open_session(self, notify: Any, worker: bool, opened: Any = None) -> Session:
         """Opens the source and the linked study, loads the data, builds the run objective."""
         from nas.data import load_data
 

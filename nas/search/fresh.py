@@ -28,6 +28,7 @@ from nas.study.record import invalid_point
 
 Key = Callable[[dict[str, Any]], str | None]
 SEEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+MISSING = object()
 
 
 def architecture_key(space: SearchSpace, sampling: int) -> Key:
@@ -58,6 +59,8 @@ class FreshSampler(BaseSampler):
         self.random = optuna.samplers.RandomSampler(seed=seed)
         self.space = IntersectionSearchSpace(include_pruned=True)
         self.joint: bool | None = None  # whether this trial's base samples jointly
+        self.known: dict[int, str | None] = {}  # finished trials' architectures, by trial id
+        self.fixed: dict[str, Any] = {}  # one-value parameters: the value every trial has
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial,
                                     ) -> dict[str, BaseDistribution]:
@@ -91,13 +94,24 @@ class FreshSampler(BaseSampler):
     def seen(self, study: optuna.Study, trial: FrozenTrial,
              ) -> tuple[set[str | None], dict[str, Any]]:
         """The architectures of the study's other trials, and the values of its one-value
-        parameters (left out of relative search spaces)."""
+        parameters (left out of relative search spaces). A finished trial's architecture is
+        worked out once (kept by trial id): the cost of a proposal does not grow with the
+        study beyond a set lookup per trial."""
         trials = [t for t in study.get_trials(deepcopy=False, states=(*SEEN, TrialState.FAIL))
                   if t.number != trial.number
                   and (t.state != TrialState.FAIL or invalid_point(t.user_attrs))]
-        fixed = {name: t.params[name] for t in trials for name, d in t.distributions.items()
-                 if d.single()}
-        return {self.key(t.params) for t in trials}, fixed
+        keys = set()
+        for t in trials:
+            key = self.known.get(t._trial_id, MISSING)  # noqa: SLF001
+            if key is MISSING:
+                key = self.key(t.params)
+                if t.state.is_finished():
+                    self.known[t._trial_id] = key  # noqa: SLF001
+                for name, d in t.distributions.items():
+                    if d.single():
+                        self.fixed.setdefault(name, t.params[name])
+            keys.add(key)
+        return keys, self.fixed
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:

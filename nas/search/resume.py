@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from pydantic import ValidationError
 
 from nas import __version__
@@ -17,9 +18,9 @@ from nas.search.request import ADMISSION_FIELDS, SearchRequest, settle, trial_se
 from nas.search.samplers import make_sampler
 from nas.search.space import SAMPLING, SearchSpace
 from nas.study import StudySettings, directions
-from nas.study.outage import RetryPolicy
+from nas.study.outage import RetryPolicy, backend
 from nas.study.pending import flush_pending
-from nas.study.storage import open_storage
+from nas.study.storage import open_storage, shared_cache
 
 Notify = Callable[[str], None]
 Prepare = Callable[[dict[str, Any]], None]
@@ -69,21 +70,37 @@ def settings_of(req: SearchRequest, existing: optuna.Study | None) -> tuple[Stud
     return recorded, settle(req, req.study_name, recorded)
 
 
+def storage_for(req: SearchRequest, notify: Notify | None, worker: bool,
+                opened: BaseStorage | None = None) -> BaseStorage:
+    """The study's storage, shared by every study object of this process (one cache of its
+    trials), waiting out outages as the request says: `opened` (the one this process opened
+    first, for a worker in the same process) with its policy updated, else a new one."""
+    if opened is not None:
+        policy = getattr(backend(opened), "retry", None)
+        if policy is not None:
+            policy.limit_s = req.storage_retry
+            policy.notify = notify or policy.notify
+        return shared_cache(opened)
+    policy = RetryPolicy(limit_s=req.storage_retry)
+    if notify is not None:
+        policy.notify = notify
+    return shared_cache(open_storage(req.storage_url, retry=policy, wait_to_open=worker))
+
+
 def open_search_study(req: SearchRequest, notify: Notify | None = None, worker: bool = False,
-                      prepare: Prepare | None = None) -> tuple[optuna.Study, dict[str, Any]]:
+                      prepare: Prepare | None = None, opened: BaseStorage | None = None,
+                      ) -> tuple[optuna.Study, dict[str, Any]]:
     """Create or resume the study, and the settings in force; results held through an earlier
     storage outage are written first. `prepare(settings)` (loading the data) runs before a new
     study is created, so what it refuses leaves no study behind.
 
     Storage calls wait out outages up to `req.storage_retry` s, each outage announced once
-    through `notify`; a worker (`worker`) also waits for its first connection.
+    through `notify`; a worker (`worker`) also waits for its first connection. `opened`: the
+    storage this process opened already (its cache of trials is reused).
     """
     # nas reports failed trials itself, with their reason; optuna's warnings carry tracebacks
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    policy = RetryPolicy(limit_s=req.storage_retry)
-    if notify is not None:
-        policy.notify = notify
-    storage = open_storage(req.storage_url, retry=policy, wait_to_open=worker)
+    storage = storage_for(req, notify, worker, opened)
     existing = load_existing(req.study_name, storage)
     recorded, settings = settings_of(req, existing)
     if prepare is not None:
@@ -115,8 +132,8 @@ def sampling_of(recorded: StudySettings, existing: optuna.Study | None) -> int:
 def sampler_seed(req: SearchRequest, settings: dict[str, Any],
                  existing: optuna.Study | None) -> int:
     """A resumed study or another worker must not replay the same sampler stream."""
-    offset = (len(existing.get_trials(deepcopy=False)) if existing else 0) \
-        + 7919 * req.worker_index
+    count = existing._storage.get_n_trials(existing._study_id) if existing else 0  # noqa: SLF001
+    offset = count + 7919 * req.worker_index
     return (settings["seed"] if req.sampler_seed is None else req.sampler_seed) + offset
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,15 @@ def non_decreasing(k: int, quantiles: Sequence[float]) -> list[int]:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def ranked_choices(choices: tuple[Any, ...]) -> list[int] | None:
+    """Indices of `choices` from the smallest value up, when every choice is a number (sorted
+    once: a search asks for it for every trial, and FreshSampler for every stored trial)."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in choices):
+        return None
+    return sorted(range(len(choices)), key=lambda i: choices[i])
+
+
 class Dimension(Frozen):
     """One searched field: `low`..`high` (int or float, optionally log/step) or `choices`."""
 
@@ -93,10 +103,7 @@ class Dimension(Frozen):
     @property
     def ranked(self) -> list[int] | None:
         """Indices of the choices from the smallest value up, when every choice is a number."""
-        if self.choices is None or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.choices):
-            return None
-        return sorted(range(len(self.choices)), key=lambda i: self.choices[i])  # type: ignore[index]
+        return None if self.choices is None else ranked_choices(self.choices)
 
     def suggest(self, trial: optuna.Trial, name: str, sampling: int = SAMPLING) -> Any:
         """Ask the trial for this dimension's value under `name` (see SAMPLING_SCHEMES)."""

@@ -105,7 +105,7 @@ class SearchWork:
         return replace(self, req=replace(self.req, device=worker_device(self.req.device, index),
                                          worker_index=index))
 
-    def open_session(self, notify: Notify, worker: bool) -> Session:
+    def open_session(self, notify: Notify, worker: bool, opened: Any = None) -> Session:
         """Opens the study on its settings, loads the data, builds the trial objective."""
         from nas.data import load_data
 
@@ -115,7 +115,7 @@ class SearchWork:
             loaded["data"] = load_data(settings["dataset"], req.data_dir, req.device,
                                        seed=settings["seed"])
 
-        study, settings = open_search_study(req, notify, worker, prepare=prepare)
+        study, settings = open_search_study(req, notify, worker, prepare=prepare, opened=opened)
         sampling = StudySettings.from_study(study).sampling_scheme  # old studies keep theirs
         objective = Objective(req.space, loaded["data"],
                               replace(trial_settings(req, settings), sampling=sampling))

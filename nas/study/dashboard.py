@@ -11,7 +11,7 @@ import optuna_dashboard
 
 from nas.errors import UserError
 from nas.study.locate import StudyRef
-from nas.study.storage import mask_url, open_existing
+from nas.study.storage import mask_url, open_existing, shared_cache
 
 
 class ThreadedServer(ThreadingMixIn, WSGIServer):
@@ -56,7 +56,9 @@ def bind(ref: StudyRef, host: str, port: int) -> tuple[WSGIServer, int]:
     """The dashboard app on a bound socket, and the study's id in the storage."""
     storage = open_existing(ref.url)
     study_id = storage.get_study_id_from_name(ref.name)
-    app = optuna_dashboard.wsgi(storage)
+    # through nas's cache: the first read of a study is one bulk read, later ones only what
+    # changed (given the bare storage, the dashboard reads every trial on each refresh)
+    app = optuna_dashboard.wsgi(shared_cache(storage))
     try:
         server = make_server(host, port, app, server_class=ThreadedServer,
                              handler_class=QuietHandler)

@@ -9,7 +9,13 @@ import optuna
 from optuna.storages import RDBStorage
 
 from nas.errors import UserError
-from nas.study.storage import default_storage, mask_url, open_existing, study_names
+from nas.study.storage import (
+    default_storage,
+    mask_url,
+    open_existing,
+    shared_cache,
+    study_names,
+)
 
 CONFIRM_SUFFIX = ".confirm"
 
@@ -72,13 +78,13 @@ def locate_open(study: str | None, storage: str | None) -> tuple[StudyRef, RDBSt
 
 def load_study(ref: StudyRef) -> optuna.Study:
     """The study a located reference names, opened for reading."""
-    return optuna.load_study(study_name=ref.name, storage=open_existing(ref.url))
+    return optuna.load_study(study_name=ref.name, storage=shared_cache(open_existing(ref.url)))
 
 
 def open_located(study: str | None, storage: str | None) -> tuple[StudyRef, optuna.Study]:
     """locate_study then load_study, on one opened storage."""
     ref, opened = locate_open(study, storage)
-    return ref, optuna.load_study(study_name=ref.name, storage=opened)
+    return ref, optuna.load_study(study_name=ref.name, storage=shared_cache(opened))
 
 
 __all__ = ["StudyRef", "confirm_name", "load_study", "locate_study", "open_located", "pick_study"]

@@ -3,6 +3,7 @@ finished, the Pareto front, the best trial."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -102,11 +103,30 @@ def count_kinds(trials: Iterable[StudyTrial]) -> dict[str, Any]:
     return counts
 
 
+# Finished trials never change: their StudyTrial (with its parsed record) is made once per
+# process and storage, so reading a study of thousands of trials again costs a list, not
+# thousands of record validations. Keyed by the storage object (a process may hold several).
+_FINISHED: weakref.WeakKeyDictionary[Any, dict[int, StudyTrial]] = weakref.WeakKeyDictionary()
+
+
 def study_trials(study: optuna.Study, states: Sequence[TrialState] | None = None,
                  ) -> list[StudyTrial]:
     """The study's trials (optionally of some states), by number."""
     found = study.get_trials(deepcopy=False, states=tuple(states) if states else None)
-    return [StudyTrial(t) for t in sorted(found, key=lambda t: t.number)]
+    try:
+        known = _FINISHED.setdefault(study._storage, {})  # noqa: SLF001
+    except TypeError:  # a storage that cannot be weakly referenced: no reuse
+        known = {}
+    out = []
+    for t in found:
+        view = known.get(t._trial_id)  # noqa: SLF001
+        if view is None or view.trial is not t:
+            view = StudyTrial(t)
+            if t.state.is_finished():
+                known[t._trial_id] = view  # noqa: SLF001
+        out.append(view)
+    out.sort(key=lambda v: v.number)
+    return out
 
 
 def finished_count(study: optuna.Study) -> int:

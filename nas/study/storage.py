@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import UserError
+from nas.study.bulk import BulkReadCache
 from nas.study.outage import (
     ResilientRDBStorage,
     RetryPolicy,
@@ -206,8 +207,25 @@ def serializable_sqlite(engine: Any) -> None:
     engine.dispose()  # connections opened before the listeners are not reused
 
 
-def study_names(storage: RDBStorage) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(storage)]
+def shared_cache(storage: BaseStorage) -> BaseStorage:
+    """`storage` as every study of this process shares it: one cache of its trials.
+
+    Optuna wraps an RDB storage given to `load_study`/`create_study` in a new cache each time,
+    and each new cache reads every trial of the study again; sharing one, a process reads the
+    study once (in bulk: nas.study.bulk) and then only what changed (unfinished and new
+    trials)."""
+    if not isinstance(storage, RDBStorage):
+        return storage  # already a cache (or not an RDB storage)
+    cached = getattr(storage, "_nas_shared_cache", None)
+    if cached is None:
+        cached = BulkReadCache(storage)
+        storage._nas_shared_cache = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def study_names(storage: BaseStorage) -> list[str]:
+    """The names of the studies a storage holds (their trials are not read)."""
+    return [s.study_name for s in storage.get_all_studies()]
 
 
 def open_existing(url: str) -> RDBStorage:
