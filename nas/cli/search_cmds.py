@@ -73,6 +73,14 @@ def search(
     storage_retry: Annotated[float, typer.Option(
         help="Seconds to wait out a lost storage connection (server restart, network blip) "
              "before stopping; 0: stop at once.")] = 300.0,
+    proxies: Annotated[bool, typer.Option(
+        help="Record each trained trial's zero-cost proxies (synflow, naswot, jacob_cov, snip, "
+             "grad_norm) from one batch before training; see nas proxies.")] = True,
+    prescreen: Annotated[int | None, typer.Option(
+        help="Each trial draws K new candidates and trains the one --prescreen-proxy ranks "
+             "best.")] = None,
+    prescreen_proxy: Annotated[str, typer.Option(
+        help="The zero-cost proxy that ranks --prescreen candidates.")] = "naswot",
     as_json: Annotated[bool, typer.Option(
         "--json", help="The outcome as one JSON object on stdout (progress on stderr).")] = False,
 ) -> None:
@@ -95,7 +103,8 @@ def search(
         max_memory=parse_memory_option(max_memory),
         device=str(resolve_device(device)), early_stop=early_stop, max_failures=max_failures,
         threads=threads, storage_retry=storage_retry, time_s=time_s, min_epochs=min_epochs,
-        eta=eta, brackets=brackets,
+        eta=eta, brackets=brackets, proxies=proxies, prescreen=prescreen,
+        prescreen_proxy=prescreen_proxy,
     )
     check_request(req)  # before the progress bar, the storage or any worker
     jobs = auto_jobs(req.device) if jobs is None else jobs

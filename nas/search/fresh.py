@@ -24,9 +24,10 @@ from optuna.search_space import IntersectionSearchSpace
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.search.space import SearchSpace
-from nas.study.record import invalid_point
+from nas.study.record import invalid_point, write_trial_attrs
 
 Key = Callable[[dict[str, Any]], str | None]
+Chooser = Callable[[list[dict[str, Any]]], tuple[int, dict[str, Any]]]
 SEEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 MISSING = object()
 
@@ -61,6 +62,10 @@ class FreshSampler(BaseSampler):
         self.joint: bool | None = None  # whether this trial's base samples jointly
         self.known: dict[int, str | None] = {}  # finished trials' architectures, by trial id
         self.fixed: dict[str, Any] = {}  # one-value parameters: the value every trial has
+        # --prescreen: each trial draws `candidates` new architectures and `choose` (the
+        # objective's proxy ranking) says which one it trains, and what it saw
+        self.choose: Chooser | None = None
+        self.candidates = 1
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial,
                                     ) -> dict[str, BaseDistribution]:
@@ -74,6 +79,21 @@ class FreshSampler(BaseSampler):
         if not search_space:
             return {}
         seen, fixed = self.seen(study, trial)
+        if self.choose is None or self.candidates < 2:
+            return self.fresh(study, trial, search_space, seen, fixed)
+        points = []  # prescreening: several new architectures, the chooser keeps one
+        for _ in range(self.candidates):
+            params = self.fresh(study, trial, search_space, seen, fixed)
+            points.append(params)
+            seen.add(self.key({**fixed, **params}))
+        index, note = self.choose([{**fixed, **p} for p in points])
+        write_trial_attrs(study._storage, trial._trial_id, prescreen=note)  # noqa: SLF001
+        return points[index]
+
+    def fresh(self, study: optuna.Study, trial: FrozenTrial,
+              search_space: dict[str, BaseDistribution], seen: set[str | None],
+              fixed: dict[str, Any]) -> dict[str, Any]:
+        """A point whose architecture is not in `seen`, if the tries find one."""
         first = None
         for attempt in range(self.tries + self.random_tries):
             params = self.propose(study, trial, search_space, attempt >= self.tries)

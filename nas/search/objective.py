@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from nas.train import Budget, EpochStats, FitResult, TrainConfig, fit, latency_m
 from nas.train.checkpoint import CheckpointError
 
 T = TypeVar("T")
+log = logging.getLogger("nas.search")
+PROXY_BATCH = 64  # images the zero-cost proxies see
 RESULT_FIELDS = ("val_accuracy", "curve", "loss_curve", "wall_time_s", "images_per_second",
                  "epochs_run", "steps", "seed", "device", "environment", "trained")
 
@@ -57,6 +60,7 @@ class TrialSettings:
     halving: CostAwareHalving = field(default_factory=CostAwareHalving)
     checkpoint_dir: Path | None = None
     fidelity: Fidelity | None = None  # multi-fidelity rungs, replacing cost-aware halving
+    proxies: bool = True  # zero-cost proxies of each trained trial, before training
     sampling: int = SAMPLING  # the study's sampling scheme: how the space asks the trial
     deadline: float | None = None  # time.time() when the search's time is up: trials stop
 
@@ -80,6 +84,7 @@ class Objective:
 
     def __init__(self, space: SearchSpace, data: DataSplits, settings: TrialSettings) -> None:
         self.space, self.data, self.settings = space, data, settings
+        self.batches: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.data_fields = {"in_channels": data.in_channels, "num_classes": data.num_classes,
                             "input_size": space.fixed.get("input_size", data.image_size)}
 
@@ -106,12 +111,67 @@ class Objective:
         if reused is not None:
             copy_result(trial, reused)
             return self._values(record, reused.record.val_accuracy)
+        if s.proxies:
+            self._record_proxies(trial, model, spec.input_size)
         checkpoint = checkpoint_path(trial, s.checkpoint_dir, spec.content_hash())
         cut: list[int] = []  # the epoch at which the time ran out, if it did
         return train_and_record(trial, model.to(s.device), self.data, s.budget, s.config,
                                 checkpoint, self._on_epoch(trial, record, cut),
                                 lambda accuracy: self._values(record, accuracy),
                                 keep_checkpoint=lambda: bool(cut))
+
+    def proxy_batch(self, input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch every trial's zero-cost proxies see (one per input size)."""
+        from nas.proxies import proxy_batch
+
+        if input_size not in self.batches:
+            self.batches[input_size] = proxy_batch(self.data, input_size, PROXY_BATCH,
+                                                   self.settings.config.seed)
+        return self.batches[input_size]
+
+    def prescreen_choice(self, points: list[dict[str, Any]], proxy: str,
+                         ) -> tuple[int, dict[str, Any]]:
+        """Which candidate point (Optuna parameters) to train: the best by `proxy` of its
+        untrained network on the proxy batch; an invalid point is never chosen unless all are."""
+        from nas.proxies import prescreen
+
+        start = time.perf_counter()
+        specs: list[Any] = []
+        for params in points:
+            try:
+                specs.append(self.space.suggest(optuna.trial.FixedTrial(params), self.data_fields,
+                                                self.settings.sampling))
+            except SpecError:
+                specs.append(None)
+        usable = [spec for spec in specs if spec is not None]
+        if not usable:
+            return 0, {"proxy": proxy, "scores": [None] * len(points), "chosen": 0,
+                       "seconds": time.perf_counter() - start}
+        x, y = self.proxy_batch(usable[0].input_size)
+        result = prescreen(usable, proxy, x, y, seed=self.settings.config.seed,
+                           device=self.settings.device)
+        scores = iter(result.values)
+        shown = [None if spec is None else next(scores) for spec in specs]
+        chosen = [i for i, spec in enumerate(specs) if spec is not None][result.index]
+        return chosen, {"proxy": proxy, "scores": [None if v is None or not math.isfinite(v)
+                                                   else v for v in shown],
+                        "chosen": chosen, "seconds": time.perf_counter() - start}
+
+    def _record_proxies(self, trial: optuna.Trial, model: Any, input_size: int) -> None:
+        """The zero-cost proxies of the untrained model (nas.proxies), with their times; a
+        proxy that cannot be computed for this network is left out, never fails the trial."""
+        from nas.proxies import compute_proxies, proxy_fields
+
+        x, y = self.proxy_batch(input_size)
+        try:
+            values = compute_proxies(model, x, y, seed=self.settings.config.seed)
+        except torch.OutOfMemoryError:
+            release_memory()  # the proxies' copy of the model did not fit: train without
+            return
+        except (RuntimeError, ValueError) as e:  # a network a proxy cannot score
+            log.debug("trial %d: zero-cost proxies not computed: %s", trial.number, e)
+            return
+        write_trial(trial, **proxy_fields(values))
 
     def _gate(self, trial: optuna.Trial, costs: MetaCost) -> str | None:
         """Sets the cost constraints (<= 0 feasible), checked on the meta estimate cheapest

@@ -55,6 +55,9 @@ class SearchRequest:
     min_epochs: int | None = None  # multi-fidelity: the first rung (nas.search.fidelity)
     eta: int | None = None
     brackets: int | None = None
+    proxies: bool = True  # zero-cost proxies of each trained trial (nas.proxies)
+    prescreen: int | None = None  # each trial trains the best of this many candidates ...
+    prescreen_proxy: str = "naswot"  # ... by this proxy
     time_s: float | None = None  # the study's search time (--time): runs add up, overlaps once
     deadline: float | None = None  # time.time() at which this run's time is up (set by search)
 
@@ -98,6 +101,16 @@ def check_request(req: SearchRequest) -> None:
         raise UserError(f"--data-dir {req.data_dir}: no such directory")
     check_objectives(req.objectives)
     check_fidelity(req, req.epochs or search_budget(req.device)["epochs"])
+    if req.prescreen is not None:
+        if req.prescreen < 2:
+            raise UserError(f"--prescreen draws K candidates per trial and trains the best: K "
+                            f"must be at least 2, got {req.prescreen}")
+        from nas.proxies import check_names
+
+        try:
+            check_names([req.prescreen_proxy])
+        except UserError as e:
+            raise UserError(f"--prescreen-proxy: {e}") from None
     req.space.check()
 
 
@@ -178,7 +191,7 @@ def trial_settings(req: SearchRequest, settings: dict[str, Any]) -> TrialSetting
         max_params=settings["max_params"], max_macs=settings["max_macs"],
         max_memory=settings["max_memory"], early_stop=req.early_stop,
         checkpoint_dir=checkpoint_dir(req.storage_url, req.study_name), deadline=req.deadline,
-        fidelity=fidelity_of(settings),
+        fidelity=fidelity_of(settings), proxies=req.proxies,
     )
 
 

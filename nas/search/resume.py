@@ -48,6 +48,12 @@ def check_resume(req: SearchRequest, recorded: StudySettings) -> None:
     if recorded.objectives not in (None, list(req.objectives)):
         raise UserError(f"study {req.study_name} optimises {','.join(recorded.objectives)}; "
                         f"this run asks for {','.join(req.objectives)}: use another --study")
+    for name in ("prescreen", "prescreen_proxy"):
+        had, asked = getattr(recorded, name), getattr(req, name)
+        if name in recorded.model_fields_set and req.prescreen is not None and had != asked:
+            raise UserError(f"study {req.study_name} was created with --{name.replace('_', '-')}"
+                            f" {had or 'none'}; this run asks for {asked}: leave it out to "
+                            f"resume the study as it was, or use another --study")
     if recorded.sampler not in (None, req.sampler):  # a random study must stay random (EDFs)
         raise UserError(f"study {req.study_name} was created with --sampler {recorded.sampler}; "
                         f"this run asks for {req.sampler}: pass --sampler {recorded.sampler} "
@@ -148,12 +154,16 @@ def record_settings(study: optuna.Study, req: SearchRequest, recorded: StudySett
             space=req.space.name, space_hash=req.space.content_hash(),
             space_definition=req.space.model_dump(mode="json"), sampling=SAMPLING,
             objectives=list(req.objectives), sampler=req.sampler, nas_version=__version__,
+            prescreen=req.prescreen,
+            prescreen_proxy=req.prescreen_proxy if req.prescreen else None,
             train_config=asdict(trial_settings(req, settings).config), trials=req.trials,
             **settings,
         ).write(study)
         return
     missing = {k: settings[k] for k in ADMISSION_FIELDS
                if k not in recorded.model_fields_set}
+    if "prescreen" not in recorded.model_fields_set and req.prescreen:  # an older study
+        missing.update(prescreen=req.prescreen, prescreen_proxy=req.prescreen_proxy)
     if recorded.trials != req.trials:
         missing["trials"] = req.trials
     if missing:

@@ -116,12 +116,30 @@ class SearchWork:
                                        seed=settings["seed"])
 
         study, settings = open_search_study(req, notify, worker, prepare=prepare, opened=opened)
-        sampling = StudySettings.from_study(study).sampling_scheme  # old studies keep theirs
+        recorded = StudySettings.from_study(study)
+        sampling = recorded.sampling_scheme  # old studies keep theirs
         objective = Objective(req.space, loaded["data"],
                               replace(trial_settings(req, settings), sampling=sampling))
+        if recorded.prescreen:
+            prescreen_with(study, objective, recorded.prescreen,
+                           recorded.prescreen_proxy or req.prescreen_proxy,
+                           architecture_key(req.space, sampling), settings["seed"])
         return Session(study, objective, req.storage_url, catch=(TrialFailure,),
                        done=lambda: finished(study, req),
                        callbacks=[IdleGuard(req.study_name, req.space, sampling)])
+
+
+def prescreen_with(study: optuna.Study, objective: Objective, candidates: int, proxy: str,
+                   key: Any, seed: int) -> None:
+    """Each new trial draws `candidates` new architectures and trains the one `proxy` ranks
+    best (FreshSampler's chooser; a sampler not wrapped in one is wrapped)."""
+    from nas.search.fresh import FreshSampler
+
+    sampler = study.sampler
+    if not isinstance(sampler, FreshSampler):
+        sampler = study.sampler = FreshSampler(sampler, key, seed=seed + 104729)
+    sampler.candidates = candidates
+    sampler.choose = lambda points: objective.prescreen_choice(points, proxy)
 
 
 def finished(study: optuna.Study, req: SearchRequest) -> bool:

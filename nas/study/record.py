@@ -87,6 +87,8 @@ class TrialRecord(BaseModel):
     # of the same architecture: that trial names the first one (whose checkpoint it resumes)
     continues: int | None = None
     bracket: int | None = None  # a multi-fidelity search's Hyperband bracket
+    # --prescreen: the proxy, every candidate's score, the index trained, the seconds taken
+    prescreen: dict[str, Any] | None = None
 
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> TrialRecord:
@@ -211,6 +213,8 @@ class StudySettings(BaseModel):
     max_params: int | None = None
     max_macs: int | None = None
     max_memory: int | None = None  # bytes per trial; None: what the device has free
+    prescreen: int | None = None  # candidates per trial ranked by a proxy (None: off)
+    prescreen_proxy: str | None = None
     min_epochs: int | None = None  # multi-fidelity: the first rung (None: one fidelity)
     eta: int | None = None
     brackets: int | None = None
