@@ -61,6 +61,9 @@ def search(
         help="fashion-mnist (default), mnist or cifar10.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the dataset files are.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of data split, init, sampler.")] = None,
+    sampler_seed: Annotated[int | None, typer.Option(
+        help="Seed of the sampler alone (default: --seed): other searches of the same "
+             "networks, data split and initial weights.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     early_stop: Annotated[bool, typer.Option(help="Stop clearly worse trials early.")] = True,
     max_failures: Annotated[int, typer.Option(
@@ -99,7 +102,8 @@ def search(
         space=load_space(space), trials=trials, study=study, storage=storage, sampler=sampler,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
-        batch_size=batch_size, lr=lr, seed=seed, max_params=max_params, max_macs=max_macs,
+        batch_size=batch_size, lr=lr, seed=seed, sampler_seed=sampler_seed,
+        max_params=max_params, max_macs=max_macs,
         max_memory=parse_memory_option(max_memory),
         device=str(resolve_device(device)), early_stop=early_stop, max_failures=max_failures,
         threads=threads, storage_retry=storage_retry, time_s=time_s, min_epochs=min_epochs,
