@@ -20,7 +20,7 @@ from nas.search.space import SAMPLING, SearchSpace
 from nas.study import StudySettings, directions
 from nas.study.outage import RetryPolicy, backend
 from nas.study.pending import flush_pending
-from nas.study.storage import open_storage, shared_cache
+from nas.study.storage import GRACE_S, open_storage, shared_cache
 
 Notify = Callable[[str], None]
 Prepare = Callable[[dict[str, Any]], None]
@@ -157,6 +157,7 @@ def record_settings(study: optuna.Study, req: SearchRequest, recorded: StudySett
             prescreen=req.prescreen,
             prescreen_proxy=req.prescreen_proxy if req.prescreen else None,
             train_config=asdict(trial_settings(req, settings).config), trials=req.trials,
+            grace_s=GRACE_S,
             **settings,
         ).write(study)
         return

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 import optuna
@@ -54,12 +55,33 @@ def _host() -> tuple[str, str, str]:
     return socket.gethostname(), boot_id(), pid_namespace()
 
 
+def boot_time() -> float | None:
+    """This machine's boot, in seconds since the epoch (btime of /proc/stat)."""
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+@functools.cache
+def _started() -> tuple[int, float]:
+    """This process's start: clock ticks since boot, and seconds since the epoch."""
+    ticks = start_ticks(os.getpid()) or -1
+    boot = boot_time()
+    if ticks < 0 or boot is None:
+        return ticks, time.time()
+    return ticks, boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def this_worker() -> WorkerId:
     """This process."""
     host, boot, namespace = _host()
-    pid = os.getpid()
-    return WorkerId(host=host, boot=boot, namespace=namespace, pid=pid,
-                    started=start_ticks(pid) or -1)
+    ticks, since = _started()
+    return WorkerId(host=host, boot=boot, namespace=namespace, pid=os.getpid(), started=ticks,
+                    since=round(since, 2))
 
 
 def is_dead(worker: WorkerId) -> bool:

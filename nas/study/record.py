@@ -32,6 +32,7 @@ class WorkerId(BaseModel):
     namespace: str = ""  # the pid namespace (containers on one host share the boot id)
     pid: int
     started: int  # start time in clock ticks since boot (field 22 of /proc/<pid>/stat)
+    since: float | None = None  # the same, in seconds since the epoch (shown on any machine)
 
 
 # What a trial was asked to do (kept when it is retried); everything else is its outcome.
@@ -220,6 +221,7 @@ class StudySettings(BaseModel):
     brackets: int | None = None
     trials: int | None = None  # the target of trained trials the latest run asked for
     time_s: float | None = None  # the search time (--time) the latest run asked for
+    grace_s: int | None = None  # heartbeat age after which its workers fail a trial as stale
     # a confirmation study: its search study, what it retrains, and what it found
     source_study: str | None = None
     selection: dict[str, Any] | None = None

@@ -89,7 +89,7 @@ class StudyStatus(BaseModel):
     search_s: float  # the search time spent so far (the union of its runs' spans)
     epochs: int | None  # planned per trial (the study's budget)
     fidelity: dict[str, Any] | None  # min_epochs, eta, brackets of a multi-fidelity study
-    grace_s: int  # a heartbeat older than this is stale (this reader's NAS_GRACE_S)
+    grace_s: int  # a heartbeat older than this is stale (the study's, else NAS_GRACE_S here)
     running: list[RunningTrial]
     failed_last_hour: list[RecentFailure]
     retried_last_hour: int
@@ -137,7 +137,10 @@ def on_this_machine(worker: WorkerId) -> bool:
 
 
 def worker_start(worker: WorkerId) -> datetime | None:
-    """When the worker process started (local time), for a worker of this machine."""
+    """When the worker process started (local time): recorded by workers since nas 0.2, else
+    known for a worker of this machine only."""
+    if worker.since is not None:
+        return datetime.fromtimestamp(worker.since)
     boot = boot_time()
     if not on_this_machine(worker) or boot is None or worker.started < 0:
         return None
@@ -260,6 +263,7 @@ def study_status(storage: RDBStorage, name: str, url: str, grace_s: int = GRACE_
         raise UserError(f"no study {name!r} in {mask_url(url)}") from None
     attrs = storage.get_study_user_attrs(study_id)
     settings = StudySettings.model_validate(attrs)
+    grace_s = settings.grace_s or grace_s  # the grace period the study's workers use
     now = datetime.now()
     running = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
     ages = heartbeat_ages(storage, [t._trial_id for t in running])  # noqa: SLF001
