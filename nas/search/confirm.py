@@ -29,16 +29,15 @@ from nas.search.request import checkpoint_dir
 from nas.study import (
     StudySettings,
     TrialRecord,
-    open_storage,
     study_front,
     study_trials,
     write_trial,
 )
 from nas.study.locate import StudyRef, confirm_name, linked_confirmation
-from nas.study.outage import DEFAULT_RETRY_S, RetryPolicy
+from nas.study.outage import DEFAULT_RETRY_S
 from nas.study.pending import flush_pending
 from nas.study.record import record_part
-from nas.study.storage import shared_cache
+from nas.study.storage import open_for_work
 
 DEFAULT_TOP, DEFAULT_CONTROL = 5, 5
 # The confirmation budget by device, when not given: more data and epochs than the search's
@@ -184,17 +183,13 @@ def make_plan(source: optuna.Study, settings: StudySettings, req: ConfirmRequest
 
 
 def open_confirm_study(source: optuna.Study, req: ConfirmRequest, the_plan: Plan,
-                       notify: Any = None, worker: bool = False) -> optuna.Study:
+                       ) -> optuna.Study:
     """Creates or resumes the linked study (refusing another selection or budget), writes
     results held through an outage, and queues every run not done, queued or running."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    policy = RetryPolicy(limit_s=req.storage_retry)
-    if notify is not None:
-        policy.notify = notify
-    storage = shared_cache(open_storage(req.source.url, retry=policy, wait_to_open=worker))
     name = confirm_name(source.study_name)
-    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                directions=the_plan.directions)
+    study = optuna.create_study(study_name=name, storage=source._storage,  # noqa: SLF001
+                                load_if_exists=True, directions=the_plan.directions)
     recorded = StudySettings.from_study(study)
     if recorded.source_study is None:
         study.set_metric_names(the_plan.objectives)
@@ -278,11 +273,9 @@ def values_of(objectives: list[str], source: TrialRecord, accuracy: float) -> An
 
 
 def open_source(req: ConfirmRequest, notify: Any = None, worker: bool = False) -> optuna.Study:
-    """The search study to confirm, on a storage that waits out outages."""
-    policy = RetryPolicy(limit_s=req.storage_retry)
-    if notify is not None:
-        policy.notify = notify
-    storage = shared_cache(open_storage(req.source.url, retry=policy, wait_to_open=worker))
+    """The search study to confirm, on a storage that waits out outages (the linked study is
+    opened on the same storage)."""
+    storage = open_for_work(req.source.url, req.storage_retry, notify, worker)
     return optuna.load_study(study_name=req.source.name, storage=storage)
 
 
@@ -319,7 +312,7 @@ class ConfirmWork:
         req = self.req
         source = open_source(req, notify, worker)
         the_plan = plan(source, req)
-        study = open_confirm_study(source, req, the_plan, notify, worker)
+        study = open_confirm_study(source, req, the_plan)
         b = the_plan.budget
         data = load_data(b["dataset"], req.data_dir, req.device, seed=b["seed"])
         objective = ConfirmObjective(data, the_plan, req.device,
@@ -336,7 +329,7 @@ def confirm(req: ConfirmRequest, jobs: int = 1, notify: Any = None, on_event: An
     req.check()
     source = open_source(req, notify)
     the_plan = plan(source, req)
-    study = open_confirm_study(source, req, the_plan, notify)
+    study = open_confirm_study(source, req, the_plan)
     enqueue_missing(study, the_plan)
     if on_start:
         on_start(study, the_plan)

@@ -18,9 +18,9 @@ from nas.search.request import ADMISSION_FIELDS, SearchRequest, settle, trial_se
 from nas.search.samplers import make_sampler
 from nas.search.space import SAMPLING, SearchSpace
 from nas.study import StudySettings, directions
-from nas.study.outage import RetryPolicy, backend
+from nas.study.outage import backend
 from nas.study.pending import flush_pending
-from nas.study.storage import GRACE_S, open_storage, shared_cache
+from nas.study.storage import GRACE_S, open_for_work, shared_cache
 
 Notify = Callable[[str], None]
 Prepare = Callable[[dict[str, Any]], None]
@@ -87,10 +87,7 @@ def storage_for(req: SearchRequest, notify: Notify | None, worker: bool,
             policy.limit_s = req.storage_retry
             policy.notify = notify or policy.notify
         return shared_cache(opened)
-    policy = RetryPolicy(limit_s=req.storage_retry)
-    if notify is not None:
-        policy.notify = notify
-    return shared_cache(open_storage(req.storage_url, retry=policy, wait_to_open=worker))
+    return open_for_work(req.storage_url, req.storage_retry, notify, worker)
 
 
 def open_search_study(req: SearchRequest, notify: Notify | None = None, worker: bool = False,

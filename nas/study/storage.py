@@ -223,6 +223,17 @@ def shared_cache(storage: BaseStorage) -> BaseStorage:
     return cached
 
 
+def open_for_work(url: str, retry_s: float, notify: Any = None, worker: bool = False,
+                  ) -> BaseStorage:
+    """The storage a search or confirmation works on: its calls wait out outages for up to
+    `retry_s` seconds, each announced once through `notify`; a worker (`worker`) waits for its
+    first connection too; one cache of trials for the whole process (`shared_cache`)."""
+    policy = RetryPolicy(limit_s=retry_s)
+    if notify is not None:
+        policy.notify = notify
+    return shared_cache(open_storage(url, retry=policy, wait_to_open=worker))
+
+
 def study_names(storage: BaseStorage) -> list[str]:
     """The names of the studies a storage holds (their trials are not read)."""
     return [s.study_name for s in storage.get_all_studies()]
