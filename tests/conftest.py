@@ -113,7 +113,7 @@ def copy_state_in_order(source: Mapping[str, torch.Tensor], target: nn.Module) -
 # ---- the fast subset ------------------------------------------------------------------------
 # `make test-fast` runs `-m "not slow and not postgres"`; `make test` runs everything. A test is
 # slow when it trains, starts a search, a server or another process, or takes more than a few
-# seconds. The rules below mark most by what they use; `slow_guard` fails any other test that
+# seconds. The rules below mark most by what they use; `watched` fails any other test that
 # trains or starts a process, so a new one cannot slip into the fast subset unmarked.
 SLOW_FIXTURES = {
     "no_leftover_processes": "real nas searches (tests/faultkit.py)",
@@ -190,6 +190,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+def heavy(program: str) -> bool:
+    """A program whose start makes a test slow: Python (nas, a search, a worker), a shell
+    script, PostgreSQL. Not the small tools libraries run on their own (platform runs
+    `uname -p` once, ctypes `ldconfig`)."""
+    name = os.path.basename(program)
+    return (program == sys.executable or name.startswith("python")
+            or name in ("nas", "bash", "sh", "dash", "postgres", "pg_ctl", "initdb", "psql"))
+
+
 class Activity:
     """What the running test has done that makes a test slow."""
 
@@ -201,8 +210,9 @@ class Activity:
             return
         if event == "subprocess.Popen":
             argv = args[1] if isinstance(args[1], (list, tuple)) else [args[1] or args[0]]
-            self.processes.append(" ".join(str(a) for a in argv)[:120])
-        elif event in ("os.fork", "os.posix_spawn"):
+            if heavy(str(argv[0])):
+                self.processes.append(" ".join(str(a) for a in argv)[:120])
+        elif event == "os.fork":
             self.processes.append(event)
 
     def started(self, process: multiprocessing.process.BaseProcess) -> None:
