@@ -43,13 +43,18 @@ class LibraryWarningSeen(AssertionError):
     """A library's warning reached the terminal during the rerun."""
 
 
-def all_workers_mid_trial(url: str, study: str) -> bool:
-    """Every worker runs a trial that has finished an epoch (so has a checkpoint)."""
+def all_workers_mid_trial(url: str, study: str, seen: list[FrozenTrial]) -> bool:
+    """Every worker runs a trial that has finished an epoch (so has a checkpoint) and is far
+    from its last; those trials are put in `seen`."""
     try:
         running = load(url, study).get_trials(states=(TrialState.RUNNING,))
     except KeyError:
         return False
-    return len(running) == JOBS and all(t.user_attrs.get("curve") for t in running)
+    if len(running) < JOBS or not all(1 <= len(t.user_attrs.get("curve", [])) <= 8
+                                      for t in running):
+        return False
+    seen[:] = running
+    return True
 
 
 def checkpoint_of(folder: Path, trial: FrozenTrial) -> Path:
@@ -89,8 +94,8 @@ def test_killed_trials_with_damaged_checkpoints_complete_in_the_rerun(tmp_path: 
     env = {**ENV, "NAS_GRACE_S": "600"}  # the dead workers are found by their pid, at once
     args = search_args(url, study, JOBS + 1, *ARGS)
     search = start(args, tmp_path, env)
-    wait_for(lambda: all_workers_mid_trial(url, study), timeout=300, process=search)
-    victims = load(url, study).get_trials(states=(TrialState.RUNNING,))
+    victims: list[FrozenTrial] = []
+    wait_for(lambda: all_workers_mid_trial(url, study, victims), timeout=300, process=search)
     kill_search(search, victims)
     folder = tmp_path / "checkpoints" / study
     paths = [checkpoint_of(folder, t) for t in victims]
