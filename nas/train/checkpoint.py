@@ -62,12 +62,18 @@ def fingerprint(run: Run) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(run: Run, path: Path) -> None:
-    """Model, optimiser, schedule position, curve and RNG, written atomically and durably."""
-    state = run.state
+def rng_states(run: Run) -> dict[str, torch.Tensor]:
+    """The RNG states a run draws from (the CPU's, and its CUDA device's)."""
     rng = {"torch": torch.get_rng_state()}
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(run.device)
+    return rng
+
+
+def save_checkpoint(run: Run, path: Path) -> None:
+    """Model, optimiser, schedule position, curve and RNG, written atomically and durably."""
+    state = run.state
+    rng = rng_states(run)
     write_checkpoint(path, {
         "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint(run),
         "state": {"epoch": state.epoch, "steps": state.steps, "images": state.images,
@@ -90,7 +96,7 @@ class HashingWriter:
 
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
-        self.size += len(data)
+        self.size += memoryview(data).nbytes
         return self.file.write(data)
 
     def flush(self) -> None:
@@ -223,7 +229,7 @@ def load_payload(payload: bytes, fmt: int, what: str) -> dict[str, Any]:
 def load_checkpoint(run: Run, path: Path) -> bool:
     """Restores a run saved by save_checkpoint; False, with one warning and the file removed,
     when it is unusable (the run then starts from its first epoch, as without one)."""
-    rng = torch.get_rng_state()
+    rng = rng_states(run)
     try:
         blob = read_checkpoint(path)
         check_belongs(run, blob)
@@ -232,7 +238,7 @@ def load_checkpoint(run: Run, path: Path) -> bool:
         load_optimizer(run, blob.get("optimizer"))  # it checks the groups before it loads
         run.model.load_state_dict(blob["model"])  # check_belongs compared every shape
     except CheckpointUnusable as e:
-        torch.set_rng_state(rng)  # a fresh start draws what it would have without the file
+        set_rng(run, rng)  # a fresh start draws what it would have without the file
         discard(path, str(e))
         return False
     run.state = state
