@@ -87,23 +87,31 @@ def cpu_name() -> str:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """Versions, device and threads: what a result was measured with."""
-    from importlib.metadata import PackageNotFoundError, version
+    """Versions (nas and its pinned dependencies, as installed), device and threads: what a
+    result was measured with."""
+    from nas import __version__
 
-    try:  # read from the metadata: importing torchvision costs ~3 s of torch._dynamo
-        torchvision = version("torchvision")
-    except PackageNotFoundError:
-        torchvision = None
     cuda = device.type == "cuda"
     return {
-        "python": platform.python_version(), "torch": torch.__version__,
-        "torchvision": torchvision, "platform": platform.platform(),
-        "device": str(device),
+        "nas": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "torchvision": installed("torchvision"), "optuna": installed("optuna"),
+        "platform": platform.platform(), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
         "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "cuda": torch.version.cuda if cuda else None,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
     }
+
+
+def installed(distribution: str) -> str | None:
+    """A distribution's installed version, read from its metadata (importing torchvision costs
+    ~3 s of torch._dynamo, optuna ~1 s); None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the test suite; starts a throwaway PostgreSQL server on loopback when one is installed.
+# Runs the test suite; starts a throwaway PostgreSQL server on loopback when one is installed
+# (not with NAS_TEST_SERVERS=0: `make test-fast` runs no test that needs one).
 set -euo pipefail
 venv=${1:-.venv}
 cd "$(dirname "$0")/.."
@@ -7,7 +8,7 @@ free_port() {
   "$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])'
 }
-if [ -z "${NAS_TEST_POSTGRES_URL:-}" ]; then
+if [ -z "${NAS_TEST_POSTGRES_URL:-}" ] && [ "${NAS_TEST_SERVERS:-1}" != 0 ]; then
   # servers of this run's own (folders and free ports), so two suites at once on one machine
   # (two clones) cannot stop each other's: one that no test disrupts, and one that only the
   # server fault tests (tests/test_faults_server.py) restart and pause under their searches

@@ -31,7 +31,8 @@ from nas.report import (
     importance_data,
     trials_frame,
 )
-from nas.report.frames import TRIAL_COLUMNS
+from nas.report.figures import importance_figure
+from nas.report.frames import TRIAL_COLUMNS, Importances
 from nas.search.space import load_space
 from nas.study import study_front as front
 from nas.study import study_trials
@@ -204,6 +205,31 @@ def test_importances_skip_with_a_note_when_too_few_trials(tmp_path: Path) -> Non
     assert importances.frame.empty and "at least 5" in importances.note
 
 
+def importances_of(n: int) -> Importances:
+    """n parameters with descending importances, named as a space's dimensions are."""
+    weights = [2.0 ** -i for i in range(n)]
+    frame = pd.DataFrame({"param": [f"widths_{i}" for i in range(n)],
+                          "importance": [w / sum(weights) for w in weights]})
+    return Importances(frame, None, 0.1)
+
+
+@pytest.mark.parametrize("n", [1, 4, 12, 40])
+def test_importance_chart_labels_every_bar_most_important_on_top(n: int) -> None:
+    fig = importance_figure(importances_of(n)).to_plotly_json()
+    names = [f"widths_{i}" for i in range(n)]
+    axis = fig["layout"]["yaxis"]
+    assert axis["tickmode"] == "array" and list(axis["ticktext"]) == names[::-1]
+    assert list(axis["tickvals"]) == list(fig["data"][0]["y"]) == names[::-1]  # top: widths_0
+    plot_height = fig["layout"]["height"] - fig["layout"]["margin"]["t"] - \
+        fig["layout"]["margin"]["b"]
+    assert plot_height / n >= 20, "room for a 12 px label per bar"
+
+
+def test_importance_chart_grows_with_the_number_of_parameters() -> None:
+    heights = [importance_figure(importances_of(n)).layout.height for n in (4, 12, 40)]
+    assert heights[0] >= 300 and heights[0] < heights[1] < heights[2]
+
+
 def test_compare_restricts_each_study_to_the_common_cost_range() -> None:
     a = rows([(0, 1, 0.5), (1, 5, 0.6), (2, 10, 0.7), (3, 20, 0.8)])
     b = rows([(0, 4, 0.55), (1, 8, 0.65), (2, 30, 0.9)])
@@ -232,7 +258,7 @@ def figures_in(html: str) -> dict[str, dict[str, Any]]:
 
 
 def test_report_html_holds_the_frames_points(run_nas: Any, db: Path, frame: pd.DataFrame,
-                                             tmp_path: Path) -> None:
+                                             study: optuna.Study, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     result = run_nas("report", "--study", "synth", "--storage", f"sqlite:///{db}",
                      "--out", str(out))
@@ -251,6 +277,9 @@ def test_report_html_holds_the_frames_points(run_nas: Any, db: Path, frame: pd.D
     assert "stem_width" in fronts[0]["customdata"][0][1]  # hover shows the spec
     assert len(figs["edf"]["data"][0]["x"]) == len(evaluated(frame))
     assert len(figs["history"]["data"][0]["x"]) == len(history_frame(frame))
+    importances = importance_data(study_trials(study), frame)
+    ticks = figs["importance"]["layout"]["yaxis"]["ticktext"]  # every bar labelled
+    assert sorted(ticks) == sorted(importances.frame["param"]) and len(ticks) >= 3
 
 
 def test_report_of_a_three_objective_study_has_a_panel_per_cost(

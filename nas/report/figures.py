@@ -71,15 +71,24 @@ def history_figure(history: pd.DataFrame) -> go.Figure:
 
 
 def importance_figure(importances: Importances) -> go.Figure:
-    """Horizontal bars, most important parameter on top."""
+    """Horizontal bars, most important parameter on top, every bar labelled: the height grows
+    with the number of parameters (plotly would otherwise skip every other label)."""
     frame = importances.frame.iloc[::-1]
-    fig = go.Figure(go.Bar(x=frame["importance"].tolist(), y=frame["param"].tolist(),
-                           orientation="h", name="importance"))
+    params = frame["param"].tolist()
+    fig = go.Figure(go.Bar(x=frame["importance"].tolist(), y=params, orientation="h",
+                           name="importance"))
+    fig.update_yaxes(tickmode="array", tickvals=params, ticktext=params, automargin=True)
     fig.update_layout(title=f"Parameter importances for validation accuracy (PED-ANOVA: top "
                             f"{importances.top:.0%} of trials against all)",
-                      xaxis_title="importance (normalised)",
-                      height=max(300, 40 + 26 * len(frame)))
+                      xaxis_title="importance (normalised)", margin={"t": 80, "b": 60},
+                      height=importance_height(len(params)))
     return fig
+
+
+def importance_height(bars: int) -> int:
+    """Pixels for `bars` labelled bars: 24 each (a 12 px label with room) plus the title and
+    axis margins, at least 300."""
+    return max(300, 80 + 60 + 24 * bars)
 
 
 def edf_trace(edf: pd.DataFrame, name: str) -> go.Scatter:
