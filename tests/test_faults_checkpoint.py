@@ -84,11 +84,6 @@ def damage(paths: list[Path]) -> list[str]:
             f"it is another file ({paths[0].name}) copied over this one"]
 
 
-@pytest.mark.xfail(strict=True, raises=LibraryWarningSeen, reason=(
-    "Optuna's UserWarning 'The constraint value is ignored because this constraint key="
-    "'max_memory' is already set' on a retried trial: RetryStaleTrial (nas/study/storage.py) "
-    "copies the dead trial's constraints:* system attrs and Objective._gate "
-    "(nas/search/objective.py) sets them again; the lead's fix removes it (notes/ops.md)"))
 def test_killed_trials_with_damaged_checkpoints_complete_in_the_rerun(tmp_path: Path) -> None:
     url, study = f"sqlite:///{tmp_path / 'study.db'}", f"ck-{uuid.uuid4().hex[:8]}"
     env = {**ENV, "NAS_GRACE_S": "600"}  # the dead workers are found by their pid, at once

@@ -99,7 +99,10 @@ class RetryStaleTrial:
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
         if len(history) > self.max_retry:
             return
-        system_attrs = {**trial.system_attrs, "failed_trial":
+        # the retry sets its own constraints (same spec, same figures): copied ones would make
+        # Optuna warn that they are already set
+        kept = {k: v for k, v in trial.system_attrs.items() if not k.startswith("constraints:")}
+        system_attrs = {**kept, "failed_trial":
                         trial.system_attrs.get("failed_trial", trial.number),
                         "retry_history": history}
         study.add_trial(optuna.trial.create_trial(
