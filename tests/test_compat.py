@@ -42,6 +42,7 @@ def test_it_reports_exports_and_shows_its_status(old_study: str, run_nas: CliRun
 
 
 @pytest.mark.skipif(not DEBIAN.is_dir(), reason="needs Fashion-MNIST")
+@pytest.mark.slow
 def test_it_resumes_and_records_the_limit_it_was_run_with(old_study: str,
                                                           run_nas: CliRunner) -> None:
     before = trained_count(optuna.load_study(study_name="old", storage=old_study))

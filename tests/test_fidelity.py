@@ -73,6 +73,7 @@ def test_bad_schedules_are_one_line_and_exit_2(args: list[str], message: str,
 
 
 @pytest.mark.skipif(not DEBIAN.is_dir(), reason="needs Fashion-MNIST")
+@pytest.mark.slow
 def test_a_tiny_multi_fidelity_search_stops_trials_at_rungs(tmp_path: Path) -> None:
     req = SearchRequest(space=load_space("resnext"), trials=6, study="mf",
                         storage=f"sqlite:///{tmp_path / 'mf.db'}", sampler="random", epochs=3,

@@ -358,6 +358,7 @@ def test_study_records_can_be_read_by_plain_optuna(tmp_path: Path) -> None:
     assert study.user_attrs["train_config"]["seed"] == 0
 
 
+@pytest.mark.slow
 def test_a_resume_keeps_the_recorded_cost_limit_and_refuses_another(tmp_path: Path) -> None:
     """Seen from outside: a resume without --max-params trained models over the study's limit,
     and a third run with another limit was accepted."""
@@ -377,6 +378,7 @@ def test_a_resume_keeps_the_recorded_cost_limit_and_refuses_another(tmp_path: Pa
         run_search(request(tmp_path, trials=5, max_macs=10**6, sampler="random"))
 
 
+@pytest.mark.slow
 def test_an_older_study_takes_the_limit_its_first_resume_gives(tmp_path: Path) -> None:
     old_study(tmp_path)  # records no limits
     study = run_search(request(tmp_path, trials=2, max_params=10**6))
@@ -385,6 +387,7 @@ def test_an_older_study_takes_the_limit_its_first_resume_gives(tmp_path: Path) -
         run_search(request(tmp_path, trials=3, max_params=10**5))
 
 
+@pytest.mark.slow
 def test_trials_counts_trained_models_and_the_outcome_counts_each_kind(
         tmp_path: Path, run_nas: CliRunner) -> None:
     db = tmp_path / "c.db"

@@ -18,6 +18,7 @@ from nas.study import StudySettings, study_trials
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not DEBIAN.is_dir(), reason="needs Fashion-MNIST")
+trains = pytest.mark.slow
 
 
 def request(tmp_path: Path, **kw: object) -> SearchRequest:
@@ -27,6 +28,7 @@ def request(tmp_path: Path, **kw: object) -> SearchRequest:
     return SearchRequest(**fields)
 
 
+@trains
 def test_every_trained_trial_records_its_proxies_and_their_times(tmp_path: Path) -> None:
     study = search(request(tmp_path))
     trained = [t for t in study_trials(study) if t.trained and not t.reused]
@@ -38,11 +40,13 @@ def test_every_trained_trial_records_its_proxies_and_their_times(tmp_path: Path)
         assert "synflow" in proxies and "naswot" in proxies
 
 
+@trains
 def test_no_proxies_leaves_them_out(tmp_path: Path) -> None:
     study = search(request(tmp_path, trials=1, proxies=False))
     assert all(t.record.proxies is None for t in study_trials(study))
 
 
+@trains
 def test_prescreen_trains_the_candidate_the_proxy_ranks_best(tmp_path: Path) -> None:
     study = search(request(tmp_path, prescreen=3, prescreen_proxy="naswot"))
     settings = StudySettings.from_study(study)

@@ -49,6 +49,7 @@ class JumpingClock:
 
 
 @needs_data
+@pytest.mark.slow
 def test_time_up_cuts_the_running_trial_and_the_next_run_continues_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = JumpingClock(jump=7200)
