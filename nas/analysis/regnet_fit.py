@@ -136,11 +136,14 @@ def fit_changes(source: FamilySpec | NetworkSpec, fitted: FamilySpec) -> list[st
                    f"RegNet's later stages all downsample")
     plan = [(s.depth, s.width) for s in src]
     if plan != [(s.depth, s.width) for s in got]:
-        merged = any(a.width == b.width for a, b in zip(src, src[1:]))
-        why = ("; stages of equal width in a row are one stage to a RegNet" if merged else "")
+        pairs = list(zip(src, src[1:]))
+        why = "".join(reason for reason, found in (
+            ("; a RegNet's widths never decrease", any(b.width < a.width for a, b in pairs)),
+            ("; stages of equal width in a row are one stage to a RegNet",
+             any(a.width == b.width for a, b in pairs))) if found)
         if len(got) != len(src):
-            why += (f" ({len(got)} stages, {len(got) - 1} downsamplings after the first, "
-                    f"instead of {len(src)} and {len(src) - 1})")
+            why += (f" ({len(got)} stages, {plural(len(got) - 1, 'downsampling')} after the "
+                    f"first, instead of {len(src)} and {len(src) - 1})")
         out.append(f"stages (depth x width) {stages_text(plan)} become "
                    f"{stages_text([(s.depth, s.width) for s in got])}{why}")
     if any(s.bias for s in src):
@@ -151,6 +154,11 @@ def fit_changes(source: FamilySpec | NetworkSpec, fitted: FamilySpec) -> list[st
         out.append(f"head {before.head.model_dump(exclude_defaults=True)} becomes RegNet's "
                    f"global average pool and classifier")
     return out
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 downsampling', '2 downsamplings'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def stem_changes(before: NetworkSpec, after: NetworkSpec) -> list[str]:
