@@ -74,6 +74,32 @@ def dump_spec(spec: FamilySpec) -> dict[str, Any]:
     return spec.model_dump(mode="json")
 
 
+class SpecDumper(yaml.SafeDumper):
+    """Spec files as people write them: one field a line, a list of values on one line."""
+
+
+def represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    """A list in flow style (`[1, 2]`, `[[1, 64], [2, 128]]`) unless it holds mappings."""
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data,
+                                     flow_style=not holds_mapping(data))
+
+
+def holds_mapping(value: Any) -> bool:
+    """Whether a mapping is anywhere inside `value`."""
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, list) and any(holds_mapping(v) for v in value)
+
+
+SpecDumper.add_representer(list, represent_list)
+
+
+def spec_yaml(data: dict[str, Any]) -> str:
+    """A spec's fields as block YAML, in field order; lists of values in flow style."""
+    return yaml.dump(data, Dumper=SpecDumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=1_000_000)
+
+
 def save_spec(spec: FamilySpec, path: str | Path, overwrite: bool = False) -> Path:
     """Writes a spec as YAML or JSON (by suffix); refuses to overwrite unless asked."""
     path = Path(path)
@@ -83,7 +109,7 @@ def save_spec(spec: FamilySpec, path: str | Path, overwrite: bool = False) -> Pa
     if path.suffix == ".json":
         text = json.dumps(data, indent=2) + "\n"
     else:
-        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+        text = spec_yaml(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path

@@ -348,14 +348,19 @@ def test_fit_regnet_fits_each_of_a_studys_best_models(run_nas: Any, url: str,
     data = json.loads(result.out)
     assert [f["source"] for f in data["fits"]] == ["trial 4", "trial 3"]  # best first
     assert all(f["e_fit"] == 0.0 and f["stages"] == f["source_stages"] for f in data["fits"])
-    files = [out / "trial-4-regnet.yaml", out / "trial-3-regnet.yaml"]
-    assert data["out"] == [str(f) for f in files], "several models: one file each in --out"
     trials = load(url, "regnets").trials
+    # named as `nas export` names its files: trial number, family, spec hash
+    files = [out / f"trial-{n:04d}-regnet-{load_spec(trials[n].user_attrs['spec']).content_hash()}"
+                   ".yaml" for n in (4, 3)]
+    assert data["out"] == [str(f) for f in files], "several models: one file each in --out"
     for number, file in zip((4, 3), files):
         assert load_spec(file).lower() == load_spec(trials[number].user_attrs["spec"]).lower()
+        assert file.read_text().startswith("family: regnet\n"), "block YAML, as export writes"
+    assert all(f["params"] == f["source_params"] and f["macs"] == f["source_macs"]
+               and f["changes"] == [] for f in data["fits"])
     again = run_nas("fit-regnet", "--storage", url, "--study", "regnets", "--top", "2",
                     "--out", str(out))
-    assert again.code == 2 and "trial-4-regnet.yaml: already exists" in again.err
+    assert again.code == 2 and f"{files[0].name}: already exists" in again.err
     as_file = run_nas("fit-regnet", "--storage", url, "--study", "regnets", "--top", "2",
                       "--out", str(tmp_path / "best.yaml"))
     assert as_file.code == 2 and "2 models need a folder" in as_file.err

@@ -101,6 +101,39 @@ def test_export_never_overwrites(run_nas: Any, db: Path, tmp_path: Path) -> None
     assert {p: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
 
 
+def test_export_overwrite_replaces_the_earlier_export_and_nothing_else(
+        run_nas: Any, db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert export(run_nas, db, out, "--pareto").code == 0
+    front = [e["file"] for e in json.loads((out / "manifest.json").read_text())["trials"]]
+    (out / "notes.txt").write_text("mine")
+    (out / "runs" / "a-retrain").mkdir(parents=True)
+    (out / "runs" / "a-retrain" / "result.json").write_text("{}")
+    (out / "mine.yaml").write_text("family: vgg\n")  # a spec of the user's, not in the manifest
+    result = export(run_nas, db, out, "--best", "--overwrite")
+    assert result.code == 0, result.err
+    manifest = json.loads((out / "manifest.json").read_text())
+    [best] = [e["file"] for e in manifest["trials"]]
+    assert manifest["selection"] == "best" and len(front) >= 2
+    assert sorted(p.name for p in out.glob("*.yaml")) == sorted([best, "mine.yaml"])
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "runs" / "a-retrain" / "result.json").read_text() == "{}"
+    again = export(run_nas, db, out, "--best", "--overwrite")  # the same files, replaced
+    assert again.code == 0 and sorted(p.name for p in out.glob("*.yaml")) == sorted(
+        [best, "mine.yaml"])
+
+
+def test_export_overwrite_refuses_a_manifest_it_did_not_write(run_nas: Any, db: Path,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("my own notes")
+    result = export(run_nas, db, out, "--best", "--overwrite")
+    assert result.code == 2 and len(result.err_lines) == 1
+    assert "manifest.json: not a manifest nas export wrote" in result.err
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+
+
 @pytest.mark.slow
 def test_search_export_train_round_trip(run_nas: Any, tmp_path: Path) -> None:
     """A real search on Fashion-MNIST, export --best, then the manifest's own command."""

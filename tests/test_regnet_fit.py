@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from conftest import count_params
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -13,7 +17,14 @@ from pydantic import ValidationError
 from torchvision.models.regnet import BlockParams
 
 from nas import build
-from nas.analysis.regnet_fit import block_widths, fit_regnet, fit_spec, regnet_spec
+from nas.analysis.regnet_fit import (
+    block_widths,
+    fit_changes,
+    fit_regnet,
+    fit_spec,
+    params_and_macs,
+    regnet_spec,
+)
 from nas.errors import SpecError
 from nas.families import RegNetSpec
 from nas.families.regnet import regnet_stages
@@ -143,6 +154,58 @@ def test_an_anynet_sample_fits_to_a_valid_small_input_regnet() -> None:
     assert (fitted.in_channels, fitted.num_classes, fitted.input_size) == (1, 10, 28)
     assert (fitted.stem_width, fitted.bottleneck_ratio, fitted.group_width) == (16, 0.5, 8)
     assert fit.e_fit == pytest.approx(e_fit(block_widths(source), block_widths(fitted)))
+
+
+def anynet_28(**fields: Any) -> dict[str, Any]:
+    """An AnyNet as the shipped spaces sample it at 28 px: simple stem, first stride 1."""
+    return {"family": "anynet", "depths": [1, 2, 2, 3], "widths": [32, 64, 96, 128],
+            "bottleneck_ratios": [0.5] * 4, "group_widths": [8] * 4, "in_channels": 1,
+            "num_classes": 10, "input_size": 28, "stem": "simple", "stem_width": 16,
+            "first_stride": 1, **fields}
+
+
+def test_a_first_stride_1_anynet_with_shared_b_and_g_keeps_its_network_and_macs(
+        run_nas: Any, tmp_path: Path) -> None:
+    source = tmp_path / "anynet.yaml"
+    source.write_text(yaml.safe_dump(anynet_28()))
+    result = run_nas("fit-regnet", str(source), "--out", str(tmp_path), "--json")
+    assert result.code == 0, result.err
+    fit = json.loads(result.out)["fits"][0]
+    assert fit["first_stride"] == 1 and fit["e_fit"] == 0.0 and fit["changes"] == []
+    assert fit["macs"] == pytest.approx(fit["source_macs"], rel=0.03)
+    assert fit["params"] == pytest.approx(fit["source_params"], rel=0.03)
+    regnet = load_spec(json.loads(result.out)["out"][0])
+    assert [size for _, size in regnet.lower().trace()] == \
+        [size for _, size in load_spec(source).lower().trace()]  # 14, 14, 7, 4, 2
+    # the RegNet family used to have no first stride: the fit downsampled a stage earlier
+    stride_2 = load_spec({**regnet.model_dump(mode="json"), "first_stride": 2})
+    assert params_and_macs(stride_2)[1] < 0.5 * fit["source_macs"]
+
+
+def test_what_the_fit_changes_is_named_with_the_values_chosen() -> None:
+    source = load_spec(anynet_28(bottleneck_ratios=[1.0, 0.5, 0.5, 0.25],
+                                 group_widths=[2, 4, 8, 8]))
+    regnet = load_spec(regnet_spec(fit_spec(source), source))
+    assert fit_changes(source, regnet) == [
+        "bottleneck ratio per stage 1, 0.5, 0.5, 0.25 made shared: 0.25 (the deepest stage's)",
+        "group width per stage 2, 4, 8, 8 made shared: 8 (the largest; a stage whose bottleneck "
+        "is narrower gets its bottleneck width, one group)"]
+    merged = load_spec(anynet_28(widths=[32, 64, 64, 128]))
+    changes = fit_changes(merged, load_spec(regnet_spec(fit_spec(merged), merged)))
+    assert changes == ["stages (depth x width) 1x32 2x64 2x64 3x128 become 1x32 4x64 3x128; "
+                       "stages of equal width in a row are one stage to a RegNet (3 stages, "
+                       "2 downsamplings after the first, instead of 4 and 3)"]
+    book = load_spec("d2l_resnet18")
+    changes = fit_changes(book, load_spec(regnet_spec(fit_spec(book), book)))
+    assert "basic blocks (two 3x3 convs) become bottleneck blocks (1x1, grouped 3x3, 1x1)" \
+        in changes and "conv biases dropped (a RegNet's convs have none)" in changes
+
+
+def test_first_stride_2_is_left_out_of_regnet_specs_so_their_hashes_stay() -> None:
+    spec = torchvision_regnet("regnet_x_400mf")
+    assert "first_stride" not in spec.model_dump()
+    assert RegNetSpec(**spec.model_dump(), first_stride=2).content_hash() == spec.content_hash()
+    assert RegNetSpec(**spec.model_dump(), first_stride=1).content_hash() != spec.content_hash()
 
 
 @pytest.mark.parametrize(

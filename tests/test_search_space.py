@@ -13,6 +13,7 @@ import pytest
 from scipy.stats import chisquare
 
 from nas.errors import SpecError
+from nas.io import read_document
 from nas.search.resume import same_space
 from nas.search.space import (
     SAMPLING,
@@ -38,10 +39,12 @@ def test_random_samples_are_valid_and_use_fixed_params(name: str) -> None:
     space = load_space(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     param_sets, hashes = set(), set()
+    size = 28 if space.input_sizes[0] <= 28 else space.input_sizes[0]  # type: ignore[index]
     for _ in range(60):
         trial = study.ask()
-        spec = space.suggest(trial, DATA)  # raises SpecError if the space made an invalid spec
-        assert spec.family == space.family and spec.input_size == 28
+        # raises SpecError if the space made an invalid spec
+        spec = space.suggest(trial, {**DATA, "input_size": size})
+        assert spec.family == space.family and spec.input_size == size
         hashes.add(spec.content_hash())
         param_sets.add(tuple(sorted(trial.params)))
         study.tell(trial, 0.0)
@@ -331,3 +334,156 @@ def test_resnext_numeric_choices_reach_every_value_through_optunas_samplers() ->
         assert isinstance(trial.distributions["groups_0"], optuna.distributions.IntDistribution)
         study.tell(trial, 0.0)
     assert seen == {"groups": {1, 2, 4, 8}, "stem_width": {16, 24, 32}}
+
+
+# The load check: a space that can give an invalid spec is refused in one line naming the space,
+# the dimension and the value (docs/spaces.md, "What is checked when a space loads").
+RESNET = ("family: resnet\nfixed: {stem: simple}\nstages: [2, 3]\ndimensions:\n"
+          "  depths: {low: 1, high: 2, per_stage: true}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (RESNET + "  widths: {choices: [8, 16, 0], per_stage: true}\n",
+         "space space: dimension widths, value 0 (every stage): widths.0: Input should be "
+         "greater than 0"),
+        (RESNET + "  widths: {choices: [8, 20000], per_stage: true}\n",
+         "dimension widths, value 20000 (every stage): widths.0: at most 16384 channels"),
+        (RESNET + "  widths: {choices: [8, 12.5], per_stage: true}\n",
+         "dimension widths, value 12.5 (every stage): widths.0: Input should be a valid integer"),
+        (RESNET + "  widths: {choices: [8, wide], per_stage: true}\n",
+         "dimension widths, value wide (every stage)"),
+        (RESNET.replace("low: 1", "low: 0") + "  widths: {choices: [8], per_stage: true}\n",
+         "dimension depths, value 0 (every stage): depths.0: Input should be greater than 0"),
+        (RESNET.replace("high: 2", "high: 2000") + "  widths: {choices: [8], per_stage: true}\n",
+         "dimension depths, value 2000 (every stage): depths.0: at most 1024 blocks"),
+        (RESNET + "  widths: {choices: [8], per_stage: true}\n  stem_width: {low: 4, high: 0.5}\n",
+         "inverted range"),
+        (RESNET.replace("{stem: simple}", "{stem: simple, stem_width: 0}")
+         + "  widths: {choices: [8], per_stage: true}\n",
+         "space space: fixed stem_width: Input should be greater than 0"),
+        (RESNET + "  widths: {choices: [8], per_stage: true}\n", None),
+        # a value valid on its own that makes invalid specs with others: all three named
+        ("family: anynet\nfixed: {stem: simple, first_stride: 1}\nstages: [4, 4]\n"
+         "dimensions:\n  depths: {low: 1, high: 3, per_stage: true}\n"
+         "  widths: {choices: [16, 32, 64], per_stage: true}\n"
+         "  bottleneck_ratios: {choices: [1.0, 0.25], per_stage: true}\n"
+         "  group_widths: {choices: [1, 8], per_stage: true}\n",
+         "space space: dimensions widths 16 (every stage), bottleneck_ratios 0.25 (every stage), "
+         "group_widths 8 (every stage) together: bottleneck width 4 (width 16 x ratio 0.25) is "
+         "not divisible by group_width 8"),
+        # a dimension that is no field of the family (resnext derives widths from groups)
+        ("family: resnext\nfixed: {stem: simple}\nstages: [1, 2]\ndimensions:\n"
+         "  depths: {low: 1, high: 2, per_stage: true}\n"
+         "  groups: {choices: [0, 2], per_stage: true}\n  group_width: {choices: [4]}\n",
+         "dimension groups, value 0: widths.0: Input should be greater than 0"),
+        # a stage count whose images collapse at the smallest input size the space is for
+        ("family: vgg\nstages: [2, 5]\ninput_sizes: [16, 64]\ndimensions:\n"
+         "  num_convs: {low: 1, high: 2, per_stage: true}\n"
+         "  channels: {choices: [16, 32], per_stage: true}\n",
+         "space space: 5 stages: stage 9 (pool) gets a 1x1 input and its output collapses to "
+         "0x0: input_size 16 is too small"),
+        ("family: vgg\nstages: [2, 3]\ninput_sizes: [64, 16]\ndimensions:\n"
+         "  num_convs: {low: 1, high: 2, per_stage: true}\n"
+         "  channels: {choices: [16, 32], per_stage: true}\n",
+         "input_sizes: need [min, max], got [64, 16]"),
+    ],
+)
+def test_a_space_that_can_give_an_invalid_spec_is_refused_on_load(
+        tmp_path: Path, text: str, message: str | None) -> None:
+    path = write(tmp_path, text)
+    if message is None:
+        assert load_space(path).exactly_checked()
+        return
+    with pytest.raises(SpecError) as info:
+        load_space(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_check_builds_every_point_whose_stages_agree_and_samples_the_rest() -> None:
+    space = load_space("anynet")
+    points = list(space.points_to_check())
+    uniform = [p for p in points if all(len(set(v)) == 1 for v in p.values())]
+    assert len({str(p) for p in uniform}) == 3 * 4 * 3 * 4 == space.uniform_count()
+    assert len(points) == 2 + 144 + 32  # corners, stages alike, seeded random points
+    assert space.exactly_checked()
+    # a continuous range (RegNet's wm) is checked at its ends and middle, and by sample; wa's
+    # ends are whole numbers, so it is an integer range: all of its 41 values are tried
+    regnet = load_space("regnet")
+    assert not regnet.exactly_checked()
+    assert regnet.dimensions["wm"].check_values() == [1.5, 2.25, 3.0]
+    assert regnet.dimensions["wa"].check_values() == list(range(8, 49))
+
+
+def test_every_shipped_space_states_its_input_sizes_and_its_corners_build_at_both_ends() -> None:
+    for name in SPACES:
+        space = load_space(name)
+        assert space.input_sizes is not None, name
+        for size in space.input_sizes:
+            for corner in space.corners():
+                space.to_spec(corner, {**DATA, "input_size": size})
+            space.check_input_size(size)
+
+
+def test_shipped_spaces_use_the_dimension_names_in_their_rules() -> None:
+    for name in SPACES:
+        data = read_document(space_files()[name])
+        for rule in ("shared", "increasing"):
+            assert set(data.get(rule, [])) <= set(data["dimensions"]), (name, rule)
+
+
+def test_input_sizes_change_no_hash() -> None:
+    space = load_space("resnext")
+    definition = space.model_dump(mode="json")
+    assert definition["input_sizes"] == [16, 64]
+    before = {k: v for k, v in definition.items() if k != "input_sizes"}
+    assert SearchSpace.model_validate(before).content_hash() == space.content_hash()
+    recorded = StudySettings(space="resnext", space_hash="ad4cd92bababe277",
+                             space_definition=before)
+    assert same_space(recorded, space)
+
+
+def test_a_space_refuses_data_outside_its_input_sizes_and_says_what_would_fit() -> None:
+    space = load_space("resnext")
+    space.check_input_size(28)
+    with pytest.raises(SpecError) as info:
+        space.check_input_size(96)
+    assert str(info.value) == (
+        "space resnext is for inputs of 16-64 px (its input_sizes); the data is 96 px: resize "
+        "the images to 16-64 px, pass --stem imagenet (the space then takes 32-128 px), or use a "
+        "space for 96 px (resnet_224)")
+    with pytest.raises(SpecError, match="^space vgg is for inputs of 16-64 px .*: resize the "
+                                        "images to 16-64 px, or use a space for 224 px"):
+        load_space("vgg").check_input_size(224)  # no stem to change in a VGG
+
+
+def test_with_stem_adapts_a_space_to_larger_inputs() -> None:
+    space = load_space("resnext")
+    adapted = space.with_stem("imagenet")
+    assert adapted.name == "resnext-imagenet-stem" and adapted.input_sizes == (32, 128)
+    assert adapted.fixed["stem"] == "imagenet" and space.fixed["stem"] == "simple"
+    assert adapted.content_hash() != space.content_hash()
+    adapted.check_input_size(96)
+    for corner in space.corners():  # the stages see at 128 px what they saw at 64 px
+        big = adapted.to_spec(corner, {**DATA, "input_size": 128}).lower().trace()
+        small = space.to_spec(corner, {**DATA, "input_size": 64}).lower().trace()
+        assert big[2:] == small[1:]  # the imagenet stem is a conv and a pool: two stages
+    assert space.with_stem("simple") is space
+    with pytest.raises(SpecError, match="^space vgg: family vgg has no stem to replace$"):
+        load_space("vgg").with_stem("imagenet")
+    with pytest.raises(SpecError, match="^--stem huge: the stems of family resnext are "
+                                        "imagenet, simple, small$"):
+        space.with_stem("huge")
+
+
+@pytest.mark.parametrize("size", [64, 224])
+def test_the_224_space_builds_its_corners_at_64_and_224(size: int) -> None:
+    space = load_space("resnet_224")
+    assert space.input_sizes == (64, 224)
+    for corner in space.corners():
+        spec = space.to_spec(corner, {"in_channels": 3, "num_classes": 10, "input_size": size})
+        assert spec.stem == "imagenet" and spec.lower().trace()[-1][1] >= 2
+    space.check_input_size(size)
+    with pytest.raises(SpecError, match="space resnet_224 is for inputs of 64-224 px"):
+        space.check_input_size(28)

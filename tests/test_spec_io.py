@@ -38,6 +38,16 @@ def test_save_then_load_round_trips_exactly(name: str, suffix: str, tmp_path: Pa
         assert yaml.safe_load(first.read_text()) == dump_spec(spec)
 
 
+def test_saved_yaml_has_one_field_a_line_and_each_list_on_one(tmp_path: Path) -> None:
+    regnet = load_spec("regnet_x_400mf")  # no lists: it used to be one flow mapping `{...}`
+    text = save_spec(regnet, tmp_path / "regnet.yaml").read_text()
+    assert text.splitlines()[0] == "family: regnet" and "{" not in text
+    assert len(text.splitlines()) == len(dump_spec(regnet))
+    vgg = save_spec(load_spec("vgg11"), tmp_path / "vgg.yaml").read_text()
+    assert "\nconv_arch: [[1, 64], [1, 128], [2, 256], [2, 512], [2, 512]]\n" in vgg
+    assert "\nhidden: [4096, 4096]\n" in vgg
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_a_preset_loads_the_same_by_name_path_and_dict(name: str) -> None:
     path = presets_dir() / f"{name}.yaml"

@@ -85,17 +85,121 @@ def fit_spec(spec: FamilySpec | NetworkSpec) -> RegNetFit:
 
 
 def regnet_spec(fit: RegNetFit, source: FamilySpec | NetworkSpec) -> dict[str, Any]:
-    """A `regnet` family spec for a fit, with the source's input, classes and stem."""
+    """A `regnet` family spec for a fit, with the source's input, classes, stem and the stride
+    of its first residual stage (so that every stage keeps the source's resolution)."""
     out: dict[str, Any] = {
         "family": "regnet", "depth": fit.depth, "w0": fit.w0, "wa": fit.wa, "wm": fit.wm,
         "group_width": fit.group_width, "bottleneck_ratio": fit.bottleneck_ratio,
         "se_ratio": fit.se_ratio, "in_channels": source.in_channels,
         "num_classes": source.num_classes, "input_size": source.input_size,
+        "first_stride": residual_stages(source)[0].stride,
     }
     for name in ("stem", "stem_width"):
         if name in type(source).model_fields:
             out[name] = getattr(source, name)
     return out
+
+
+def values_text(values: Sequence[Any]) -> str:
+    """'1, 0.5, 0.25' (numbers as %g; None as 'none')."""
+    return ", ".join("none" if v is None else f"{v:g}" for v in values)
+
+
+def stem_text(stages: Sequence[Any]) -> str:
+    """'conv 7x7/2 (64 channels), max pool 3x3/2': the stages before the first residual one."""
+    parts = []
+    for s in stages:
+        if s.kind == "conv":
+            bias = ", with bias" if s.bias else ""
+            parts.append(f"conv {s.kernel}x{s.kernel}/{s.stride} ({s.width} channels{bias})")
+        elif s.kind == "pool":
+            parts.append(f"{s.mode} pool {s.kernel}x{s.kernel}/{s.stride or s.kernel}")
+        else:
+            parts.append(s.kind)
+    return ", ".join(parts) or "none"
+
+
+def fit_changes(source: FamilySpec | NetworkSpec, fitted: FamilySpec) -> list[str]:
+    """What the fitted RegNet changes of the source, one plain sentence each (none: the same
+    network)."""
+    before = source if isinstance(source, NetworkSpec) else source.lower()
+    after = fitted.lower()
+    if before == after:
+        return []
+    src, got = residual_stages(before), residual_stages(after)
+    out = stem_changes(before, after) + shared_changes(src, got)
+    if any(s.block == "basic" for s in src):
+        out.append("basic blocks (two 3x3 convs) become bottleneck blocks (1x1, grouped 3x3, 1x1)")
+    later = [s.stride for s in src[1:]]
+    if any(stride != 2 for stride in later):
+        out.append(f"strides of the stages after the first {values_text(later)} become 2: a "
+                   f"RegNet's later stages all downsample")
+    plan = [(s.depth, s.width) for s in src]
+    if plan != [(s.depth, s.width) for s in got]:
+        pairs = list(zip(src, src[1:]))
+        why = "".join(reason for reason, found in (
+            ("; a RegNet's widths never decrease", any(b.width < a.width for a, b in pairs)),
+            ("; stages of equal width in a row are one stage to a RegNet",
+             any(a.width == b.width for a, b in pairs))) if found)
+        if len(got) != len(src):
+            why += (f" ({len(got)} stages, {plural(len(got) - 1, 'downsampling')} after the "
+                    f"first, instead of {len(src)} and {len(src) - 1})")
+        out.append(f"stages (depth x width) {stages_text(plan)} become "
+                   f"{stages_text([(s.depth, s.width) for s in got])}{why}")
+    if any(s.bias for s in src):
+        out.append("conv biases dropped (a RegNet's convs have none)")
+    if not all(s.shortcut_norm for s in src):
+        out.append("batch norm added after the projection shortcuts (a RegNet's have it)")
+    if before.head != after.head:
+        out.append(f"head {before.head.model_dump(exclude_defaults=True)} becomes RegNet's "
+                   f"global average pool and classifier")
+    return out
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 downsampling', '2 downsamplings'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def stem_changes(before: NetworkSpec, after: NetworkSpec) -> list[str]:
+    """The stem, when the fitted one differs."""
+    first = [i for i, s in enumerate(before.stages) if isinstance(s, ResidualStage)][0]
+    first_fit = [i for i, s in enumerate(after.stages) if isinstance(s, ResidualStage)][0]
+    old, new = before.stages[:first], after.stages[:first_fit]
+    return [] if old == new else [f"stem {stem_text(old)} becomes {stem_text(new)}"]
+
+
+def shared_changes(src: list[ResidualStage], got: list[ResidualStage]) -> list[str]:
+    """Per-stage bottleneck ratios, group widths and SE ratios that a RegNet shares."""
+    out = []
+    ratios, ses = [s.bottleneck_ratio for s in src], [s.se_ratio for s in src]
+    if len(set(ratios)) > 1:
+        out.append(f"bottleneck ratio per stage {values_text(ratios)} made shared: "
+                   f"{got[0].bottleneck_ratio:g} (the deepest stage's)")
+    if len(set(ses)) > 1:
+        out.append(f"SE ratio per stage {values_text(ses)} made shared: {got[0].se_ratio:g} "
+                   f"(the deepest stage's)")
+    if all(s.groups == 1 for s in src + got):
+        return out  # no grouped conv on either side
+    widths, chosen = [s.group_width or s.bottleneck_width for s in src], got[0].group_width
+    if len(set(widths)) > 1 or widths[0] != chosen:
+        out.append(f"group width per stage {values_text(widths)} made shared: "
+                   f"{max(s.group_width or 0 for s in got)} (the largest; a stage whose "
+                   f"bottleneck is narrower gets its bottleneck width, one group)")
+    return out
+
+
+def stages_text(stages: Sequence[tuple[int, int]]) -> str:
+    """'2x32 1x64 3x96' (depth x width per stage)."""
+    return " ".join(f"{d}x{w}" for d, w in stages)
+
+
+def params_and_macs(spec: FamilySpec) -> tuple[int, int]:
+    """Parameters and MACs of one image, estimated on the meta device (nothing allocated)."""
+    from nas.cost import MetaCost  # torch: only when costs are asked for
+
+    costs = MetaCost(spec, batch_size=1)
+    return costs.params, costs.cost.macs
 
 
 def fit_regnet(

@@ -7,7 +7,7 @@ import json
 import math
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 
@@ -157,20 +157,41 @@ def refine(
     print(f"then: nas compare --study {name} --study {space.name}{where}")
 
 
-def stages_text(stages: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> str:
-    """'2x32 1x64 3x96' (depth x width per stage)."""
-    return " ".join(f"{d}x{w}" for d, w in stages)
+class FitSource(NamedTuple):
+    """A model to fit: how it is named on the terminal and in file names, its spec."""
+
+    label: str  # "trial 4", or the spec as given
+    file_stem: str  # "trial-0004", or the spec's name (as `nas export` names files)
+    spec: Any
+    accuracy: float | None
 
 
-def fit_json(label: str, fit: RegNetFit, source: tuple[tuple[int, int], ...],
-             accuracy: float | None) -> dict[str, Any]:
-    return {"source": label, "val_accuracy": accuracy, **fit.model_dump(mode="json"),
-            "source_stages": [list(s) for s in source]}
+class Fitted(NamedTuple):
+    """A model, its fit, the fitted RegNet spec and what the fit changed."""
+
+    source: FitSource
+    fit: RegNetFit
+    regnet: Any
+    changes: list[str]
+    costs: tuple[tuple[int, int], tuple[int, int]]  # (params, MACs) of the source, the RegNet
+
+
+def fit_json(fitted: Fitted) -> dict[str, Any]:
+    """One fit as `nas fit-regnet --json` gives it."""
+    from nas.analysis.regnet_fit import stage_plan
+
+    (params, macs), (fit_params, fit_macs) = fitted.costs
+    return {"source": fitted.source.label, "val_accuracy": fitted.source.accuracy,
+            **fitted.fit.model_dump(mode="json"), "first_stride": fitted.regnet.first_stride,
+            "source_stages": [list(s) for s in stage_plan(fitted.source.spec)],
+            "source_params": params, "source_macs": macs, "params": fit_params,
+            "macs": fit_macs, "changes": fitted.changes}
 
 
 def fit_sources(sources: list[str], study: str | None, storage: str | None,
-                top: int | None) -> list[tuple[str, Any, float | None]]:
-    """(label, spec, val accuracy) of each model to fit: a spec, or a study's trials."""
+                top: int | None) -> list[FitSource]:
+    """Each model to fit: a spec, or a study's trials."""
+    from nas.cli.train_cmds import spec_name
     from nas.io import load_spec
 
     if study is None and storage is None:
@@ -179,7 +200,7 @@ def fit_sources(sources: list[str], study: str | None, storage: str | None,
         if len(sources) != 1:
             raise UserError(f"give one spec file or preset to fit (got {len(sources)}), or "
                             f"--study with trial numbers or --top K")
-        return [(sources[0], load_spec(sources[0]), None)]
+        return [FitSource(sources[0], spec_name(sources[0]), load_spec(sources[0]), None)]
     from nas.analysis.study import pick_trials
     from nas.study import open_located
 
@@ -190,12 +211,45 @@ def fit_sources(sources: list[str], study: str | None, storage: str | None,
         if int(s) not in numbers:  # a number given twice is fitted once
             numbers.append(int(s))
     _, loaded = open_located(study, storage)
-    out = []
-    for t in pick_trials(loaded, numbers, top):
-        spec = load_spec(t.record.spec)  # type: ignore[arg-type]
-        acc = t.record.val_accuracy if t.trained else None
-        out.append((f"trial {t.number}", spec, acc))
-    return out
+    return [FitSource(f"trial {t.number}", f"trial-{t.number:04d}",
+                      load_spec(t.record.spec),  # type: ignore[arg-type]
+                      t.record.val_accuracy if t.trained else None)
+            for t in pick_trials(loaded, numbers, top)]
+
+
+def fit_one(source: FitSource) -> Fitted:
+    """The fit of one model, its RegNet spec, what changed and both costs."""
+    from nas.analysis.regnet_fit import fit_changes, fit_spec, params_and_macs, regnet_spec
+    from nas.io import parse_spec
+
+    fit = fit_spec(source.spec)
+    regnet = parse_spec(regnet_spec(fit, source.spec), f"the regnet fitted to {source.label}")
+    costs = (params_and_macs(source.spec), params_and_macs(regnet))
+    return Fitted(source, fit, regnet, fit_changes(source.spec, regnet), costs)
+
+
+def change(before: int, after: int) -> str:
+    """'same', or the relative change '+12.3 %'."""
+    return "same" if before == after else f"{(after - before) / before:+.1%}"
+
+
+def fit_lines(fitted: Fitted) -> list[str]:
+    """What `nas fit-regnet` prints about one fit."""
+    from nas.analysis.regnet_fit import stage_plan, stages_text
+
+    f, acc = fitted.fit, fitted.source.accuracy
+    (params, macs), (fit_params, fit_macs) = fitted.costs
+    shown = "" if acc is None else f" (val acc {acc:.4f})"
+    lines = [f"{fitted.source.label}{shown}: w0 {f.w0}  wa {f.wa:g}  wm {f.wm:g}  depth "
+             f"{f.depth}  group width {f.group_width}  bottleneck ratio {f.bottleneck_ratio:g}  "
+             f"first stride {fitted.regnet.first_stride}  e_fit {f.e_fit:.4f}",
+             f"  stages (depth x width): source {stages_text(stage_plan(fitted.source.spec))}",
+             f"                          regnet {stages_text(f.stages)}",
+             f"  params:  source {params:,}  regnet {fit_params:,} ({change(params, fit_params)})",
+             f"  MACs:    source {macs:,}  regnet {fit_macs:,} ({change(macs, fit_macs)})"]
+    if not fitted.changes:
+        return [*lines, "  changed: nothing (the RegNet is the same network)"]
+    return lines + [f"  changed: {c}" for c in fitted.changes]
 
 
 @app.command("fit-regnet")
@@ -207,54 +261,51 @@ def fit_regnet(
     top: Annotated[int | None, typer.Option(
         help="With --study: the K models of highest validation accuracy.")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Write the fitted regnet spec to this file; with several models, a folder that "
-             "gets one file per model (trial-N-regnet.yaml).")] = None,
+        help="Write the fitted regnet spec to this file (or into this folder); with several "
+             "models, a folder that gets one file per model, named as nas export names them "
+             "(trial-0004-regnet-<hash>.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """Fit RegNet's width rule to a spec, or to each of a study's chosen models."""
-    from nas.analysis.regnet_fit import fit_spec, regnet_spec, stage_plan
-    from nas.io import parse_spec, save_spec
+    """Fit RegNet's width rule to a spec, or to each of a study's chosen models; print the fit,
+    both networks' params and MACs, and what the RegNet had to change."""
+    from nas.io import save_spec
 
-    if out is not None and out.exists() and not out.is_dir():
+    if out is not None and out.exists() and not out.is_dir():  # refused before any fitting
         raise UserError(f"{out}: already exists; not overwriting")
-    fits = []
-    for label, spec, acc in fit_sources(source or [], study, storage, top):
-        fit = fit_spec(spec)
-        fits.append((label, fit, stage_plan(spec), acc, regnet_spec(fit, spec)))
-    targets = fit_files(out, [label for label, *_ in fits])
-    written = [save_spec(parse_spec(data, f"the regnet fitted to {label}"), path)
-               for (label, *_, data), path in zip(fits, targets)]
+    fits = [fit_one(s) for s in fit_sources(source or [], study, storage, top)]
+    targets = fit_files(out, fits)
+    written = [save_spec(f.regnet, path) for f, path in zip(fits, targets)]
     if as_json:
-        print(json.dumps({"fits": [fit_json(label, fit, plan, acc)
-                                   for label, fit, plan, acc, _ in fits],
+        print(json.dumps({"fits": [fit_json(f) for f in fits],
                           "out": [str(path) for path in written]}))
         return
-    for label, fit, plan, acc, _ in fits:
-        shown = "" if acc is None else f" (val acc {acc:.4f})"
-        print(f"{label}{shown}: w0 {fit.w0}  wa {fit.wa:g}  wm {fit.wm:g}  depth {fit.depth}  "
-              f"group width {fit.group_width}  bottleneck ratio {fit.bottleneck_ratio:g}  "
-              f"e_fit {fit.e_fit:.4f}")
-        print(f"  stages (depth x width): source {stages_text(plan)}")
-        print(f"                          regnet {stages_text(fit.stages)}")
-    for (label, *_), path in zip(fits, written):
-        console.print(f"wrote {path} (the regnet fitted to {label})", markup=False,
+    for f in fits:
+        print("\n".join(fit_lines(f)))
+    for f, path in zip(fits, written):
+        console.print(f"wrote {path} (the regnet fitted to {f.source.label})", markup=False,
                       highlight=False)
 
 
-def fit_files(out: Path | None, labels: list[str]) -> list[Path]:
-    """Where each fitted spec goes: `out` itself for one model, else one file per model in the
-    folder `out`; refuses (before anything is written) a file that exists."""
+def fit_file(fitted: Fitted) -> str:
+    """trial-0004-regnet-<hash>.yaml, or <spec name>-regnet-<hash>.yaml (as `nas export`)."""
+    return f"{fitted.source.file_stem}-regnet-{fitted.regnet.content_hash()}.yaml"
+
+
+def fit_files(out: Path | None, fits: list[Fitted]) -> list[Path]:
+    """Where each fitted spec goes: `out` itself for one model (or a file in it, when it is a
+    folder), else one file per model in the folder `out`; refuses (before anything is written)
+    a file that exists."""
     if out is None:
         return []
-    if len(labels) == 1:
+    if len(fits) == 1 and not out.is_dir():
         if out.exists():
             raise UserError(f"{out}: already exists; not overwriting (one model: --out is the "
-                            f"spec file to write)")
+                            f"spec file to write, or a folder)")
         return [out]
     if (out.exists() and not out.is_dir()) or out.suffix.lower() in (".yaml", ".yml", ".json"):
-        raise UserError(f"--out {out}: {len(labels)} models need a folder (one spec file each), "
+        raise UserError(f"--out {out}: {len(fits)} models need a folder (one spec file each), "
                         f"not a file")
-    paths = [out / f"{label.replace(' ', '-')}-regnet.yaml" for label in labels]
+    paths = [out / fit_file(f) for f in fits]
     taken = [p for p in paths if p.exists()]
     if taken:
         raise UserError(f"{taken[0]}: already exists; not overwriting")

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nas.cli.app import err_console
 
 
 class EpochBar:
@@ -17,7 +18,7 @@ class EpochBar:
     def __init__(self) -> None:
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                            console=Console(stderr=True))
+                            console=err_console)
         self.task: Any = None
         self.last_text = 0.0
         self.started = False

@@ -107,7 +107,9 @@ def print_summary(spec: str, result: dict[str, Any], est: Any) -> None:
     table.add_row("", "total", "x".join(map(str, result["output_shape"])),
                   f"{est.cost.params:,}", f"{est.cost.macs:,}")
     console.print(table)
-    lines = [f"activations {est.cost.activations:,}   peak forward memory "
+    acts = est.cost.activations  # a count of values, as pycls and fvcore count them
+    lines = [f"activations {acts:,} values (conv and linear outputs of one image, "
+             f"{format_bytes(4 * acts)} as fp32)   peak forward memory "
              f"{format_bytes(est.cost.peak_memory_bytes)} (batch 1)",
              f"training memory ({est.training.optimizer}) {est.training.describe()}"]
     limit = result["memory_limit"]

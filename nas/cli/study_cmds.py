@@ -109,6 +109,10 @@ def export(
                                          show_default=False)] = False,
     best: Annotated[bool, typer.Option(help="The trial of highest accuracy.")] = False,
     trial: Annotated[list[int] | None, typer.Option(help="A trial number (repeatable).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace an earlier export in --out: the spec files its manifest.json lists and "
+             "the manifest are removed, files of the same name replaced; nothing else in the "
+             "folder (runs/, your own files) is touched.")] = False,
 ) -> None:
     """Write chosen trials as spec files plus a manifest with the `nas train` command of each."""
     from nas.study import open_located
@@ -116,7 +120,7 @@ def export(
 
     ref, loaded = open_located(study, storage)
     selection, trials = select_trials(loaded, pareto, best, trial or [])
-    manifest = export_trials(loaded, trials, out, selection, ref.url)
+    manifest = export_trials(loaded, trials, out, selection, ref.url, overwrite)
     for entry in manifest["trials"]:
         acc = entry["val_accuracy"]
         shown = "untrained" if acc is None else f"val acc {acc:.4f}"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +15,7 @@ from rich.table import Table
 from nas.cli.app import app, console, err_console
 from nas.cli.progress import epoch_bar
 from nas.cli.spec_cmds import SpecArg, check_batch_size, with_input_size
-from nas.errors import UserError
+from nas.errors import Terminated, UserError
 
 Epochs = Annotated[int, typer.Option(help="Training epochs.")]
 Dataset = Annotated[str, typer.Option(help="fashion-mnist, mnist or cifar10.")]
@@ -51,6 +54,31 @@ def result_table(r: Any) -> Table:
     return table
 
 
+@contextmanager
+def interrupt_line(folder: Any) -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a run (a nas.train.run.RunFolder): one line saying where its
+    checkpoint is and that the same command resumes, then exit 130 (143 for SIGTERM)."""
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        code, word = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
+        if folder.checkpoint.exists():
+            line = (f"nas: {word}: the checkpoint of the last finished epoch is "
+                    f"{folder.checkpoint}; the same command resumes from it")
+        else:
+            line = (f"nas: {word} before the first epoch ended: nothing saved; the same command "
+                    f"starts the run again")
+        err_console.print(line, markup=False, highlight=False)
+        raise typer.Exit(code) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @app.command()
 def train(
     spec: SpecArg,
@@ -61,7 +89,8 @@ def train(
     split_seed: Annotated[int, typer.Option(
         help="Seed of the validation split (fixed, so runs compare on the same images).")] = 0,
     out: Annotated[Path | None, typer.Option(
-        help="Run directory (default studies/runs/<spec>-<hash>-s<seed>).")] = None,
+        help="Run directory (default studies/runs/<spec>-<hash>-e<epochs>[-sub<subset>]-s<seed>-"
+             "<settings hash>).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --out.")] = False,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: by "
                                                   "optimizer, scaled with batch size).")] = None,
@@ -107,18 +136,19 @@ def train(
     training = estimate(arch, batch_size, optimizer).training  # before any allocation
     check_training(spec, training, memory_limit(resolve_device(device), limit_bytes))
     name = spec_name(spec)
-    folder = RunFolder.prepare(out or default_run_path(name, arch, seed), overwrite)
     budget = Budget(epochs=epochs, max_steps=max_steps, subset=subset, time_limit_s=time_limit,
                     batch_size=batch_size)
     config = TrainConfig(optimizer=optimizer,
                          lr=lr, schedule=check_choice(schedule, "schedule", SCHEDULES),
                          weight_decay=weight_decay, label_smoothing=label_smoothing,
                          augment=augment, compile=compile_model, seed=seed, threads=threads)
-    if folder.checkpoint.exists() and progress:
-        err_console.print(f"resuming from {folder.checkpoint}")
-    with epoch_bar(progress) as bar:
-        result = train_run(arch, name, folder, DataSource(dataset, data_dir, split_seed), device,
-                           budget, config, bar, weights)
+    source = DataSource(dataset, data_dir, split_seed)
+    path = out or default_run_path(name, arch, budget, config, source, weights)
+    with interrupt_line(RunFolder(path)), RunFolder.claim(path, overwrite) as folder:
+        if folder.checkpoint.exists() and progress:
+            err_console.print(f"resuming from {folder.checkpoint}")
+        with epoch_bar(progress) as bar:
+            result = train_run(arch, name, folder, source, device, budget, config, bar, weights)
     if as_json:
         print(json.dumps(result.model_dump(mode="json")))
         return

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from nas.families.base import FamilySpec, StemKind, stem
-from nas.specs import NetworkSpec, ResidualStage, Width
+from nas.specs import Kernel, NetworkSpec, ResidualStage, Width, added_field
 
 
 def regnet_stages(
@@ -50,16 +50,21 @@ class RegNetSpec(FamilySpec):
     se_ratio: float = Field(default=0.0, ge=0, lt=1)
     stem: StemKind = Field(default="simple", description="simple: 3x3/2 (RegNet's own)")
     stem_width: Width = 32
+    first_stride: Kernel = added_field(
+        2, "stride of the first stage (the later ones have 2); 1 keeps a small input's size, "
+        "as AnyNet's first_stride"
+    )
 
     def lower(self) -> NetworkSpec:
         stages = stem(self.stem, self.stem_width)
         plan = regnet_stages(
             self.depth, self.w0, self.wa, self.wm, self.group_width, self.bottleneck_ratio
         )
-        for d, w, gw in plan:
+        for i, (d, w, gw) in enumerate(plan):
             stages.append(
                 ResidualStage(
-                    depth=d, width=w, stride=2, block="bottleneck",
+                    depth=d, width=w, stride=self.first_stride if i == 0 else 2,
+                    block="bottleneck",
                     bottleneck_ratio=self.bottleneck_ratio, group_width=gw, se_ratio=self.se_ratio,
                     shortcut_first=True,  # pycls's and torchvision's layout: `proj` before `f`
                 )

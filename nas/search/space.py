@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field, ValidationError, model_validator
 
 from nas.errors import SpecError, describe
 from nas.families import FAMILIES, FamilySpec
+from nas.families.base import stem as stem_stages
 from nas.hashing import content_hash
 from nas.io import parse_spec, read_document
 from nas.resources import space_files
-from nas.specs import Frozen
+from nas.specs import MAX_INPUT_SIZE, Frozen, Pixels
 
 if TYPE_CHECKING:  # `nas spaces` lists spaces without waiting for optuna
     import optuna
@@ -26,6 +29,16 @@ RULES = ("shared", "increasing")
 # Fields that came after studies were recorded: left out of the hash while at their default, so
 # a space that does not use them keeps the hash its studies were created with, and they resume.
 LATER_FIELDS: dict[str, Any] = {"shared": [], "increasing": [], "stage_weights": "equal"}
+# Fields that change no sampled spec, so never part of the hash: a study resumes whatever they
+# say (the shipped spaces gained `input_sizes` after studies of them were recorded).
+UNHASHED = ("input_sizes",)
+# The load check (SearchSpace.check_points): the points of a space it builds, at most about
+# UNIFORM_LIMIT + RANDOM_POINTS + 2 of them (~0.1 ms each).
+UNIFORM_LIMIT = 2048  # points whose stages all take the same values, all of them up to this
+RANDOM_POINTS = 32  # seeded random points besides (stages that differ, continuous ranges)
+GRID_LIMIT = 64  # a range with more values is tried at its ends and middle
+CHECK_SIZE = 224  # input size of the check for a space that states no input_sizes
+CHECK_DATA = {"in_channels": 3, "num_classes": 10}  # neither changes a network's validity
 # How a space's dimensions become Optuna parameters. A study records the scheme it was created
 # with and keeps it when resumed: Optuna refuses a parameter whose distribution changes kind.
 #   1: every choice list is a categorical over its indices (studies that record no scheme).
@@ -137,6 +150,36 @@ class Dimension(Frozen):
             return (int(self.high) - int(self.low)) // int(self.step or 1) + 1  # type: ignore[arg-type]
         return math.inf if self.step is None else math.floor((self.high - self.low) / self.step) + 1  # type: ignore[operator]
 
+    def nth(self, i: int) -> Any:
+        """The i-th value of a finite dimension (a choice as the space file lists it)."""
+        if self.choices is not None:
+            value = self.choices[i]
+            return list(value) if isinstance(value, tuple) else value
+        if self.is_int:
+            return int(self.low) + i * int(self.step or 1)  # type: ignore[arg-type]
+        return self.low + i * self.step  # type: ignore[operator]
+
+    def check_values(self) -> list[Any]:
+        """The values the load check tries: all of them when there are at most GRID_LIMIT (or
+        they are choices), else the ends and the middle of the range."""
+        size = self.size()
+        if self.choices is not None or size <= GRID_LIMIT:
+            return [self.nth(i) for i in range(int(size))]
+        if not math.isinf(size):
+            return [self.nth(0), self.nth(int(size) // 2), self.nth(int(size) - 1)]
+        low, high = float(self.low), float(self.high)  # type: ignore[arg-type]
+        return [low, math.sqrt(low * high) if self.log else (low + high) / 2, high]
+
+    def draw(self, rng: random.Random) -> Any:
+        """A value at random (the load check's sampled points; log ranges log-uniformly)."""
+        size = self.size()
+        if not math.isinf(size):
+            return self.nth(rng.randrange(int(size)))
+        low, high = float(self.low), float(self.high)  # type: ignore[arg-type]
+        if self.log:
+            return math.exp(rng.uniform(math.log(low), math.log(high)))
+        return rng.uniform(low, high)
+
 
 class SearchSpace(Frozen):
     """A region of one family's design space, optionally with design rules.
@@ -170,6 +213,9 @@ class SearchSpace(Frozen):
     stage_weights: Literal["equal", "points"] = Field(
         default="equal", description="stage count drawn uniformly, or by its number of points"
     )
+    input_sizes: tuple[Pixels, Pixels] | None = Field(
+        default=None, description="[min, max] input size in pixels the space is for"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -196,6 +242,8 @@ class SearchSpace(Frozen):
         both = set(self.fixed) & set(self.dimensions)
         if both:
             raise ValueError(f"{sorted(both)} are both fixed and searched")
+        if self.input_sizes is not None and self.input_sizes[0] > self.input_sizes[1]:
+            raise ValueError(f"input_sizes: need [min, max], got {list(self.input_sizes)}")
         self._check_rules(staged)
         return self
 
@@ -230,7 +278,7 @@ class SearchSpace(Frozen):
     def content_hash(self) -> str:
         """Hash of the definition (fields added later left out while at their default, so older
         spaces keep theirs); studies are resumed only with the same hash."""
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", exclude=set(UNHASHED))
         for key, default in LATER_FIELDS.items():
             if data[key] == default:
                 del data[key]
@@ -325,9 +373,229 @@ class SearchSpace(Frozen):
                 raise SpecError(f"space {self.name}: {', '.join(unknown)}: not a field of "
                                 f"family {self.family}")
 
+    # The load check: points of the space built as specs (docs/spaces.md, "What is checked").
 
-def load_space(source: str | Path) -> SearchSpace:
-    """A space from a shipped name or a YAML/JSON path."""
+    def check_points(self, size: int | None = None) -> None:
+        """Raises SpecError, naming the dimensions and values, when a checked point of the space
+        gives no valid spec at `size` px (default: each end of input_sizes, else CHECK_SIZE).
+
+        Checked: the corners, every point whose stages all take the same values when there are
+        at most UNIFORM_LIMIT (else each corner with one dimension changed to each of its
+        values), and RANDOM_POINTS seeded random points; every value of every dimension is in
+        one of them. A point the check did not build can still be invalid: its trial fails with
+        reason invalid_spec.
+        """
+        sizes = [size] if size is not None else list(dict.fromkeys(self.input_sizes or
+                                                                     (CHECK_SIZE,)))
+        for values in self.points_to_check():
+            for px in sizes:
+                problem = self.problem(values, px)
+                if problem is not None:
+                    raise SpecError(self.refusal(values, px, problem))
+
+    def exactly_checked(self) -> bool:
+        """Whether the check builds every point whose stages all take the same values."""
+        return self.uniform_count() <= UNIFORM_LIMIT and all(
+            len(d.check_values()) == d.size() for d in self.dimensions.values())
+
+    def stage_counts(self) -> list[int]:
+        """The stage counts the space allows ([0] without per-stage dimensions)."""
+        return list(range(self.stages[0], self.stages[1] + 1)) if self.stages else [0]
+
+    def uniform_count(self) -> int:
+        """Points whose stages all take the same values, over the check's values."""
+        return len(self.stage_counts()) * math.prod(
+            len(d.check_values()) for d in self.dimensions.values())
+
+    def points_to_check(self) -> Iterator[dict[str, Any]]:
+        """The corners, the points whose stages agree (or one-dimension probes), random points."""
+        yield from self.corners()
+        if self.uniform_count() <= UNIFORM_LIMIT:
+            names = list(self.dimensions)
+            grids = [self.dimensions[n].check_values() for n in names]
+            for n in self.stage_counts():
+                for combo in itertools.product(*grids):
+                    yield {name: [v] * n if self.dimensions[name].per_stage else v
+                           for name, v in zip(names, combo)}
+        else:
+            for corner in self.corners():
+                for name, d in self.dimensions.items():
+                    for value in d.check_values():
+                        yield self.with_value(corner, name, value)
+        rng = random.Random(0)
+        for _ in range(RANDOM_POINTS):
+            yield self.random_point(rng)
+
+    def with_value(self, values: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
+        """The point with one dimension changed (in every stage, for a per-stage one)."""
+        per_stage = self.dimensions[name].per_stage
+        return {**values, name: [value] * point_stages(values) if per_stage else value}
+
+    def with_stages(self, values: dict[str, Any], n: int) -> dict[str, Any]:
+        """The point with n stages: per-stage lists cut, or extended with their last value."""
+        return {name: (v[:n] + v[-1:] * (n - len(v)) if self.dimensions[name].per_stage else v)
+                for name, v in values.items()}
+
+    def random_point(self, rng: random.Random) -> dict[str, Any]:
+        """A point drawn at random under the rules (not uniformly: for the check only)."""
+        n = rng.choice(self.stage_counts())
+        values: dict[str, Any] = {}
+        for name, d in self.dimensions.items():
+            if not d.per_stage:
+                values[name] = d.draw(rng)
+            elif name in self.shared:
+                values[name] = [d.draw(rng)] * n
+            else:
+                drawn = [d.draw(rng) for _ in range(n)]
+                values[name] = sorted(drawn) if name in self.increasing else drawn
+        return values
+
+    def problem(self, values: dict[str, Any], size: int) -> str | None:
+        """Why the point gives no valid spec at `size` px, or None when it does."""
+        try:
+            self.to_spec(values, {**CHECK_DATA, "input_size": size})
+        except SpecError as e:
+            return str(e).removeprefix(f"space {self.name}: ")
+        except (TypeError, ValueError, KeyError) as e:  # a family's from_sample, given odd values
+            return f"{type(e).__name__}: {e}"
+        return None
+
+    def culprits(self, values: dict[str, Any], size: int) -> list[str]:
+        """The dimensions (and `stages`) of an invalid point that some other value mends."""
+        out = [name for name, d in self.dimensions.items()
+               if any(self.problem(self.with_value(values, name, v), size) is None
+                      for v in d.check_values())]
+        n = point_stages(values)
+        if any(self.problem(self.with_stages(values, m), size) is None
+               for m in self.stage_counts() if m != n):
+            out.append("stages")
+        return out
+
+    def refusal(self, values: dict[str, Any], size: int, problem: str) -> str:
+        """One line: the space, the dimensions and values that give an invalid spec, why."""
+        field = problem.split(":")[0].split(".")[0]  # the spec field a problem starts with
+        if field in self.fixed:
+            return f"space {self.name}: fixed {problem}"
+        culprits = [field] if field in self.dimensions else self.culprits(values, size)
+        shown = {name: show(values[name]) for name in values}
+        shown["stages"] = str(point_stages(values))
+        if culprits == ["stages"]:
+            return f"space {self.name}: {shown['stages']} stages: {problem}"
+        if len(culprits) == 1:
+            name = culprits[0]
+            return f"space {self.name}: dimension {name}, value {shown[name]}: {problem}"
+        pairs = ", ".join(f"{name} {shown[name]}" for name in culprits or values)
+        together = "together" if culprits else "(no single dimension mends it)"
+        return f"space {self.name}: dimensions {pairs} {together}: {problem}"
+
+    # Input sizes, and the stem that adapts a space to other sizes.
+
+    def stem_kinds(self) -> tuple[str, ...]:
+        """The stems the family offers (none for a family without a `stem` field)."""
+        field = self.family_class.model_fields.get("stem")
+        return get_args(field.annotation) if field is not None else ()
+
+    def current_stem(self) -> str | None:
+        """The stem every network of the space has (None: no stem field, or a searched one)."""
+        field = self.family_class.model_fields.get("stem")
+        if field is None or "stem" in self.dimensions:
+            return None
+        return str(self.fixed.get("stem", field.default))
+
+    def sizes_with_stem(self, stem: str) -> tuple[int, int] | None:
+        """input_sizes for another stem: sizes at which the stages see what they see now."""
+        current = self.current_stem()
+        if self.input_sizes is None or current is None:
+            return None
+        ratio = stem_factor(stem) / stem_factor(current)
+        low, high = self.input_sizes
+        return max(1, round(low * ratio)), min(MAX_INPUT_SIZE, round(high * ratio))
+
+    def with_stem(self, stem: str) -> SearchSpace:
+        """This space with `stem` in place of its stem (named `<name>-<stem>-stem`), its
+        input_sizes scaled by the stems' downsampling; SpecError where the family cannot."""
+        current, kinds = self.current_stem(), self.stem_kinds()
+        if not kinds:
+            raise SpecError(f"space {self.name}: family {self.family} has no stem to replace")
+        if stem not in kinds:
+            raise SpecError(f"--stem {stem}: the stems of family {self.family} are "
+                            f"{', '.join(kinds)}")
+        if current is None:
+            raise SpecError(f"space {self.name} searches its stem: no --stem to fix")
+        if stem == current:
+            return self
+        sizes = self.sizes_with_stem(stem)
+        data = {**self.model_dump(mode="json"), "name": f"{self.name}-{stem}-stem",
+                "fixed": {**self.fixed, "stem": stem}, "input_sizes": sizes,
+                "description": f"{self.description} (with stem {stem})".lstrip()}
+        space = SearchSpace.model_validate(data)
+        space.check_points()
+        return space
+
+    def check_input_size(self, size: int) -> None:
+        """Raises SpecError (one line) unless the space is for inputs of `size` px: within its
+        input_sizes (else naming them, the stems and shipped spaces that take `size`), and every
+        checked point valid at that size. A fixed input_size is the size its networks get."""
+        if "input_size" in self.fixed:
+            size = int(self.fixed["input_size"])
+        if self.input_sizes is not None and not \
+                self.input_sizes[0] <= size <= self.input_sizes[1]:
+            low, high = self.input_sizes
+            raise SpecError(f"space {self.name} is for inputs of {low}-{high} px (its "
+                            f"input_sizes); the data is {size} px: {self.advice(size)}")
+        self.check_points(size)
+
+    def advice(self, size: int) -> str:
+        """What a user whose data is `size` px can do instead: resize, a stem, other spaces."""
+        options = [f"resize the images to {self.input_sizes[0]}-{self.input_sizes[1]} px"
+                   ] if self.input_sizes else []
+        for kind in self.stem_kinds():
+            sizes = self.sizes_with_stem(kind) if kind != self.current_stem() else None
+            if sizes is not None and sizes[0] <= size <= sizes[1]:
+                options.append(f"pass --stem {kind} (the space then takes {sizes[0]}-"
+                               f"{sizes[1]} px)")
+        others = [name for name in shipped_spaces_for(size) if name != self.name]
+        if others:
+            options.append(f"use a space for {size} px ({', '.join(others)})")
+        return ", ".join(options[:-1]) + (", or " if len(options) > 1 else "") + options[-1]
+
+
+def point_stages(values: dict[str, Any]) -> int:
+    """A point's number of stages: the length of its per-stage lists (0 without any)."""
+    return next((len(v) for v in values.values() if isinstance(v, list)), 0)
+
+
+def show(value: Any) -> str:
+    """A value for a one-line message: a per-stage list whose stages agree as one value."""
+    if isinstance(value, list) and value and all(v == value[0] for v in value):
+        return f"{show(value[0])} (every stage)" if len(value) > 1 else show(value[0])
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def stem_factor(kind: str) -> int:
+    """How many times a stem divides the input's side (simple: 2, imagenet: 4, small: 1)."""
+    size = CHECK_SIZE
+    for stage in stem_stages(kind, 8):  # type: ignore[arg-type]
+        size = stage.out_size(size)
+    return round(CHECK_SIZE / size)
+
+
+def shipped_spaces_for(size: int) -> list[str]:
+    """Shipped spaces whose input_sizes take `size` px (read without validating them)."""
+    out = []
+    for name, path in space_files().items():
+        data = read_document(path)
+        sizes = data.get("input_sizes") if isinstance(data, dict) else None
+        if isinstance(sizes, list) and len(sizes) == 2 and sizes[0] <= size <= sizes[1]:
+            out.append(name)
+    return out
+
+
+def load_space(source: str | Path, check: bool = True) -> SearchSpace:
+    """A space from a shipped name or a YAML/JSON path, checked (`check` and `check_points`)
+    unless `check` is False."""
     path = Path(source)
     if not (path.suffix in (".yaml", ".yml", ".json") or path.exists()):
         files = space_files()
@@ -340,6 +608,10 @@ def load_space(source: str | Path) -> SearchSpace:
         raise SpecError(f"{path}: expected a mapping")
     data.setdefault("name", path.stem)
     try:
-        return SearchSpace.model_validate(data)
+        space = SearchSpace.model_validate(data)
     except ValidationError as e:
         raise SpecError(f"{path}: {describe(e)}") from None
+    if check:
+        space.check()
+        space.check_points()
+    return space

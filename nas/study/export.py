@@ -93,22 +93,45 @@ def check_free(paths: list[Path]) -> None:
     taken = [p for p in paths if p.exists()]
     if taken:
         more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
-        raise UserError(f"{taken[0]}: already exists{more}; not overwriting (use another --out)")
+        raise UserError(f"{taken[0]}: already exists{more}; not overwriting (use another --out, "
+                        f"or --overwrite to replace the earlier export)")
+
+
+def earlier_export(out: Path) -> list[Path]:
+    """The files an earlier export wrote in `out`: the spec files its manifest lists, and the
+    manifest. Nothing else (retrained runs, a user's files) is ever counted."""
+    manifest = out / MANIFEST
+    try:
+        listed = json.loads(manifest.read_text(encoding="utf-8"))["trials"]
+        names = [entry["file"] for entry in listed]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{manifest}: not a manifest nas export wrote; not replacing it") from None
+    files = [out / name for name in names
+             if isinstance(name, str) and Path(name).name == name and name.endswith(".yaml")]
+    return [f for f in files if f.is_file()] + [manifest]
 
 
 def export_trials(study: optuna.Study, trials: list[StudyTrial], out: Path, selection: str,
-                  storage_url: str) -> dict[str, Any]:
-    """Writes each trial's spec and out/manifest.json; returns the manifest."""
+                  storage_url: str, overwrite: bool = False) -> dict[str, Any]:
+    """Writes each trial's spec and out/manifest.json; returns the manifest. An existing file is
+    refused, unless `overwrite`: then the earlier export's files are removed (`earlier_export`)
+    and files of the same name replaced."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     files = [trial_file(t) for t in trials]
-    check_free([out / f for f in files] + [out / MANIFEST])
+    if overwrite:
+        for old in earlier_export(out):
+            old.unlink()
+    else:
+        check_free([out / f for f in files] + [out / MANIFEST])
     settings = StudySettings.from_study(study)
     budget = settings.model_dump(include=set(BUDGET_FIELDS))  # None where not recorded
     entries = []
     for trial, file in zip(trials, files):
         spec = parse_spec(trial.record.spec, f"trial {trial.number}")
-        save_spec(spec, out / file)
+        save_spec(spec, out / file, overwrite=overwrite)
         command = train_command(out / file, budget, trial, out / "runs" / Path(file).stem)
         entries.append(manifest_entry(trial, file, command))
     manifest = {

@@ -3,8 +3,12 @@ model.safetensors, spec.yaml; checkpoint.pt while it runs, so an interrupted run
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from nas.errors import UserError
+from nas.hashing import content_hash
 from nas.train.config import Budget, TrainConfig
 from nas.train.loop import FitProgress
 
@@ -38,25 +43,105 @@ class RunFolder:
     def checkpoint(self) -> Path:
         return self.path / "checkpoint.pt"
 
+    @property
+    def lock(self) -> Path:
+        return self.path / ".lock"
+
     @classmethod
-    def prepare(cls, path: Path, overwrite: bool) -> RunFolder:
-        """Refuses a folder holding a result unless `overwrite` (which clears the run files)."""
-        folder = cls(path)
+    @contextmanager
+    def claim(cls, path: Path, overwrite: bool) -> Iterator[RunFolder]:
+        """The folder of a run, held by this process until the block ends.
+
+        Refused in one line when it holds a result (unless `overwrite`, which clears the run
+        files) or another process holds it. A folder this run created is removed when the run
+        ends without leaving anything in it (interrupted or failed before its first
+        checkpoint); a folder that existed before is never removed.
+        """
         if path.exists() and not path.is_dir():
             raise UserError(f"{path}: exists and is not a directory")
-        if folder.result.exists() and not overwrite:
-            raise UserError(f"{path}: already holds a result; pass --overwrite or --out DIR")
+        try:
+            path.mkdir(parents=True)
+            created = True
+        except FileExistsError:
+            created = False
+        folder = cls(path)
+        try:
+            fd = hold_lock(folder.lock, path)
+        except BaseException:
+            if created:
+                remove_if_empty(path)
+            raise
+        try:
+            folder.clear_for_run(overwrite)
+            yield folder
+        finally:
+            folder.lock.unlink(missing_ok=True)  # before the lock is let go: see hold_lock
+            os.close(fd)
+            if created:
+                remove_if_empty(path)
+
+    def clear_for_run(self, overwrite: bool) -> None:
+        """Refuses a folder holding a result unless `overwrite`, which removes the run files."""
+        if self.result.exists() and not overwrite:
+            raise UserError(f"{self.path}: already holds a result; pass --overwrite or --out DIR")
         if overwrite:
-            for file in (folder.result, folder.weights, folder.spec, folder.checkpoint):
+            for file in (self.result, self.weights, self.spec, self.checkpoint):
                 file.unlink(missing_ok=True)
-        path.mkdir(parents=True, exist_ok=True)
-        return folder
 
 
-def default_run_path(name: str, arch: Any, seed: int) -> Path:
-    """studies/runs/<spec-name>-<hash>-s<seed>, relative to the working directory (as the
-    search's studies/ is)."""
-    return Path("studies") / "runs" / f"{name}-{arch.content_hash()[:8]}-s{seed}"
+def hold_lock(lock: Path, folder: Path) -> int:
+    """An exclusive flock on `lock` (created, holding this pid); UserError naming `folder` when
+    another process holds it. The holder unlinks the file before closing it, so a lock taken on
+    a file no longer at that path is let go and taken again on the new one."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(f"{folder}: another nas train (pid {holder}) is writing this "
+                            f"folder; wait for it to end, or pass another --out") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def remove_if_empty(path: Path) -> None:
+    """Removes a folder only when nothing is in it."""
+    try:
+        path.rmdir()
+    except OSError:  # not empty (a checkpoint, the user's files), or already gone
+        pass
+
+
+def default_run_path(name: str, arch: Any, budget: Budget, config: TrainConfig,
+                     source: DataSource, weights: Path | None = None) -> Path:
+    """studies/runs/<spec>-<hash>-e<epochs>[-sub<subset>][-steps<n>]-s<seed>-<settings>,
+    relative to the working directory (as the search's studies/ is): the spec, the budget and
+    the seed in words, and a hash of every other setting that changes the result (the time
+    limit left out, as the checkpoint leaves it: a run may resume with more time)."""
+    budget_words = f"-e{budget.epochs}"
+    if budget.subset < 1:
+        budget_words += f"-sub{budget.subset:g}"
+    if budget.max_steps is not None:
+        budget_words += f"-steps{budget.max_steps}"
+    settings = {
+        "budget": {k: v for k, v in asdict(budget).items() if k != "time_limit_s"},
+        "config": {k: v for k, v in asdict(config).items()
+                   if k not in ("compile", "threads", "eval_batch_size")},
+        "data": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(source).items()
+                 if k != "data_dir"},
+        "weights": None if weights is None else str(weights),
+    }
+    return Path("studies") / "runs" / (f"{name}-{arch.content_hash()[:8]}{budget_words}"
+                                       f"-s{config.seed}-{content_hash(settings, 6)}")
 
 
 @dataclass(frozen=True)
