@@ -123,6 +123,7 @@ SLOW_FIXTURES = {
 SLOW_MODULES = {
     "test_torchvision_exact.py": "torchvision's full-size models built and compared (3 minutes)",
     "test_packaging.py": "a wheel installed into a new virtual environment; nas in new processes",
+    "test_output.py": "real nas commands in new processes, piped and on a terminal",
 }
 # module::function (every parameter), or module::function[id]: what no rule above covers
 SLOW_TESTS = {
