@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import functools
 import hashlib
 import os
 import stat
@@ -57,8 +58,10 @@ class Listing:
     def has_split(self, split: str) -> bool:
         return any(e.split == split for e in self.entries)
 
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """A hash of every file's name, label, split, size and modification time."""
+        """A hash of every file's name, label, split, size and modification time (computed
+        once: a listing is complete when discover returns it)."""
         digest = hashlib.blake2b(f"nas-listing {LISTING_FORMAT} {self.kind}\n".encode(),
                                  digest_size=16)
         for e in self.entries:
@@ -160,12 +163,13 @@ def walk_images(top: Path, listing: Listing) -> list[tuple[str, str, int, int]]:
     """(path, name, size, mtime) of every image file below `top`, links followed, loops
     refused."""
     found: list[tuple[str, str, int, int]] = []
+    prefix = len(str(listing.source)) + 1  # names relative to the root (cheaper than relpath)
     first = top.stat()
     stack = [(top, ((first.st_dev, first.st_ino),))]
     while stack:
         folder, ancestors = stack.pop()
         for entry in scan_folder(folder):
-            name = os.path.relpath(entry.path, listing.source)
+            name = entry.path[prefix:]
             if entry.name.startswith("."):
                 listing.ignored["hidden files and folders"] += 1
                 continue

@@ -69,9 +69,11 @@ class BatchMaker:
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                               align_corners=False, antialias=self.size < x.shape[-1])
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        # always the model's layout: crop-flip's gather yields an NHWC-strided batch, and on
+        # torch 2.14's CPU the backward of a 1x1 stride-2 conv with NCHW weights given such a
+        # batch corrupts the heap (a narrow ResNet on cifar10 or user data aborted)
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=layout)
 
 
 def augment(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:

@@ -97,7 +97,7 @@ def open_prepared(path: Path) -> Prepared:
 def prepare(listing: Listing, scan: Scan, size: int, channels: int,
             progress: Progress | None = None) -> Prepared:
     """The prepared data of this listing at `size` and `channels`: found, or decoded now."""
-    key = prepared_key(listing.fingerprint(), size, channels)
+    key = prepared_key(listing.fingerprint, size, channels)
     found = find_prepared(key)
     if found is not None:
         return found
@@ -215,7 +215,7 @@ def prepared_meta(listing: Listing, key: str, size: int, channels: int,
                   failed: dict[int, str]) -> dict[str, Any]:
     """What meta.json records: enough to load the data without listing the files again."""
     return {
-        "format": PREPARED_FORMAT, "key": key, "listing": listing.fingerprint(),
+        "format": PREPARED_FORMAT, "key": key, "listing": listing.fingerprint,
         "kind": listing.kind, "layout": listing.layout, "source": str(listing.source),
         "name": listing.name, "classes": list(listing.classes), "size": size,
         "channels": channels, "count": len(listing.entries),

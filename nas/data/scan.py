@@ -73,7 +73,7 @@ def scan_chunk(items: Sequence[tuple[int, str]]) -> list[tuple[int, Any]]:
 
 def scan(listing: Listing, progress: Progress | None = None) -> Scan:
     """The listing's headers: from the cache when this exact listing was read before."""
-    path = cache_dir() / "scans" / f"{listing.fingerprint()}.json"
+    path = cache_dir() / "scans" / f"{listing.fingerprint}.json"
     cached = read_scan(path, len(listing.entries))
     if cached is not None:
         return cached

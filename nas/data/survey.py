@@ -16,7 +16,7 @@ from nas.data.pool import Progress, map_chunks
 from nas.data.prepared import Prepared, find_prepared, prepare, prepared_key
 from nas.data.scan import scan
 from nas.data.splits import DataError
-from nas.data.user import DataSummary, check_readable, summarize
+from nas.data.user import DataSummary, check_options, check_readable, summarize
 
 
 def inspect(source: str | Path, input_size: int | None = None, channels: int | None = None,
@@ -24,8 +24,7 @@ def inspect(source: str | Path, input_size: int | None = None, channels: int | N
     """The `nas data` report (JSON-safe); `problems` holds what would refuse training."""
     if is_builtin(source):
         return builtin_report(str(source))
-    if channels not in (None, 1, 3):
-        raise DataError(f"--channels must be 1 or 3, not {channels}")
+    check_options(input_size, channels)
     listing = discover(source)
     found = scan(listing, progress)
     summary = summarize(listing, found)

@@ -92,7 +92,7 @@ def summarize(listing: Listing, found: Scan) -> DataSummary:
         counts={s: {c: counts[s][c] for c in listing.classes} for s in SPLITS if counts[s]},
         channels=found.default_channels(), input_size=found.natural_size(),
         sizes=found.size_figures(), modes=found.mode_counts(), unreadable=unreadable,
-        ignored=dict(listing.ignored), listing_fingerprint=listing.fingerprint(),
+        ignored=dict(listing.ignored), listing_fingerprint=listing.fingerprint,
         listing=listing, scan=found,
     )
 
@@ -118,15 +118,20 @@ def default_input_size(summary: DataSummary, allowed: Sequence[int] | None = Non
     return min(sorted(allowed, reverse=True), key=lambda s: abs(math.log(s / natural)))
 
 
+def check_options(input_size: int | None, channels: int | None) -> None:
+    """Refuses a channel count other than 1 or 3, or an input size out of bounds."""
+    if channels not in (None, 1, 3):
+        raise DataError(f"--channels must be 1 or 3, not {channels}")
+    if input_size is not None and not 1 <= input_size <= 4096:
+        raise DataError(f"--input-size must be between 1 and 4096 pixels, not {input_size}")
+
+
 def load_user(source: str | Path, device: torch.device, val_fraction: float, seed: int,
               input_size: int | None, channels: int | None, progress: Progress | None = None,
               fingerprint: str | None = None) -> DataSplits:
     """A user's data set prepared at `input_size` with `channels` (defaults from the images),
     split and normalised; `fingerprint` loads exactly that prepared version or refuses."""
-    if channels not in (None, 1, 3):
-        raise DataError(f"--channels must be 1 or 3, not {channels}")
-    if input_size is not None and not 1 <= input_size <= 4096:
-        raise DataError(f"--input-size must be between 1 and 4096 pixels, not {input_size}")
+    check_options(input_size, channels)
     prepared = find_prepared(fingerprint) if fingerprint else None
     if prepared is None:
         summary = peek(source, progress)
@@ -229,5 +234,5 @@ def train_statistics(prepared: Prepared, train: torch.Tensor,
     return figures
 
 
-__all__ = ["DataSummary", "default_input_size", "load_user", "make_user_splits", "peek",
-           "stratified_split"]
+__all__ = ["DataSummary", "check_options", "default_input_size", "load_user",
+           "make_user_splits", "peek", "stratified_split"]

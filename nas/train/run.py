@@ -163,8 +163,10 @@ def load_run_data(arch: Any, source: DataSource, device: Any,
     """The run's DataSplits; user data prepared at the spec's size, and the spec checked
     against it (channels, classes) from the headers, before any image is decoded."""
     from nas.data import is_builtin, load_data, peek
+    from nas.data.user import check_options
     from nas.train.policy import check_spec_fits
 
+    check_options(source.input_size, source.channels)
     if is_builtin(source.dataset):
         return load_data(source.dataset, source.data_dir, device, seed=source.split_seed,
                          channels=source.channels)
