@@ -189,5 +189,21 @@ def tinted(pixels: np.ndarray, label: int, width: int = 100, height: int = 100) 
     return Image.fromarray(rgb, "RGB").resize((width, height), Image.Resampling.BILINEAR)
 
 
+def small_folder(root: Path, classes: dict[str, int] | None = None, size: tuple[int, int] = (
+        12, 10), mode: str = "L", ext: str = ".png") -> Path:
+    """A flat ImageFolder: `classes` maps class name -> number of images (default two classes
+    of 6), each a distinct random image of `size` (width, height) in `mode`."""
+    rng = np.random.default_rng(len(str(root)))
+    for label, n in (classes or {"cat": 6, "dog": 6}).items():
+        for i in range(n):
+            channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+            pixels = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+            image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
+            path = root / label / f"{label}-{i:03d}{ext}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+    return root
+
+
 __all__ = ["CLASSES", "FashionFolders", "colour_jpegs", "fashion_folders", "fashion_subset",
-           "scratch", "tinted", "write_idx", "write_png", "write_table"]
+           "scratch", "small_folder", "tinted", "write_idx", "write_png", "write_table"]

@@ -104,7 +104,9 @@ def discover_folder(root: Path) -> Listing:
     else:
         listing.ignored["files outside class folders"] += files
         classes = add_classes(listing, root, "train", folders)
-    listing.entries.sort(key=lambda e: (SPLITS.index(e.split), e.label, e.name))
+    # torchvision's order: classes sorted, then each folder's files (folders by path)
+    listing.entries.sort(key=lambda e: (SPLITS.index(e.split), e.label,
+                                        *os.path.split(e.name)))
     listing.classes = tuple(sorted(classes))
     if not listing.entries and not listing.skipped:
         raise DataError(f"{root}: no images found ({LAYOUT_HINT})")
