@@ -94,7 +94,7 @@ class DataBar:
 def data_bar(enabled: bool = True) -> Iterator[DataBar | None]:
     """A DataBar (a nas.data Progress callback) when enabled, else None; drawn only while
     there is work to show, so that reusing prepared data prints nothing."""
-    if not enabled:
+    if not enabled or not Console(stderr=True).is_terminal:  # no bar frames in logs
         yield None
         return
     bar = DataBar()

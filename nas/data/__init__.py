@@ -14,6 +14,7 @@ from nas.data.builtin import (
     RawData,
     cache_dir,
     cache_file,
+    check_source,
     dataset_info,
     debian_dir,
     is_builtin,
@@ -26,7 +27,7 @@ from nas.data.builtin import (
     write_cache,
 )
 from nas.data.images import IMAGE_EXTENSIONS, ImageReadError, decode, is_image_name
-from nas.data.load import builtin_card, check_source, describe, load_data
+from nas.data.load import builtin_card, describe, load_data
 from nas.data.pipeline import (
     AUGMENTS,
     BatchMaker,

@@ -97,6 +97,16 @@ def is_builtin(source: object) -> bool:
     return isinstance(source, str) and builtin_key(source) in DATASETS
 
 
+def check_source(source: str | Path) -> None:
+    """Refuses a name that is neither a built-in dataset nor a path (cheap: one stat)."""
+    if is_builtin(source) or not isinstance(source, str):
+        return
+    looks_like_path = os.sep in source or source.lower().endswith((".csv", ".tsv"))
+    if not looks_like_path and not Path(source).expanduser().exists():
+        raise DataError(f"unknown dataset {source!r}; one of {', '.join(DATASETS)}, or a "
+                        f"folder or .csv/.tsv file of images")
+
+
 def dataset_info(name: str) -> DatasetInfo:
     """The registry entry of a dataset; UserError lists the known names."""
     key = builtin_key(name)
@@ -341,5 +351,5 @@ def torchvision_root(dataset: str = "fashion-mnist", data_dir: str | Path | None
 
 
 __all__ = ["DATASETS", "DatasetInfo", "RawData", "builtin_key", "cache_dir", "cache_file",
-           "dataset_info", "debian_dir", "is_builtin", "load_builtin", "load_raw",
+           "check_source", "dataset_info", "debian_dir", "is_builtin", "load_builtin", "load_raw",
            "make_splits", "read_cache", "read_torchvision", "torchvision_root", "write_cache"]

@@ -166,8 +166,8 @@ def walk_images(top: Path, listing: Listing) -> list[tuple[str, str, int, int]]:
     refused."""
     found: list[tuple[str, str, int, int]] = []
     prefix = len(str(listing.source)) + 1  # names relative to the root (cheaper than relpath)
-    first = top.stat()
-    stack = [(top, ((first.st_dev, first.st_ino),))]
+    above = tuple((i.st_dev, i.st_ino) for i in map(os.stat, (top, *top.parents)))
+    stack = [(top, above)]  # a link back to any folder above is a loop, caught at once
     while stack:
         folder, ancestors = stack.pop()
         for entry in scan_folder(folder):

@@ -4,13 +4,12 @@ run folder as data.json, read back by `nas predict`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nas.data.builtin import DATASETS, dataset_info, is_builtin, load_builtin
+from nas.data.builtin import check_source, dataset_info, is_builtin, load_builtin
 from nas.data.pool import Progress
 from nas.data.splits import DataError, DataSplits
 from nas.data.user import load_user
@@ -56,16 +55,6 @@ def load_data(
                      fingerprint)
 
 
-def check_source(source: str | Path) -> None:
-    """Refuses a name that is neither a built-in dataset nor a path (cheap: one stat)."""
-    if is_builtin(source) or not isinstance(source, str):
-        return
-    looks_like_path = os.sep in source or source.lower().endswith((".csv", ".tsv"))
-    if not looks_like_path and not Path(source).expanduser().exists():
-        raise DataError(f"unknown dataset {source!r}; one of {', '.join(DATASETS)}, or a "
-                        f"folder or .csv/.tsv file of images")
-
-
 def describe(data: DataSplits) -> dict[str, Any]:
     """The data card (JSON-safe): what the data is, and how images become the model's input."""
     return {
@@ -89,4 +78,4 @@ def builtin_card(name: str) -> dict[str, Any]:
             "channels": info.in_channels, "resize": RESIZE, "augment": info.augment}
 
 
-__all__ = ["CARD_FORMAT", "builtin_card", "check_source", "describe", "load_data"]
+__all__ = ["CARD_FORMAT", "builtin_card", "describe", "load_data"]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.data.builtin import dataset_info, is_builtin
+from nas.data.builtin import check_source, dataset_info, is_builtin
 from nas.data.discover import Listing, discover
 from nas.data.pool import Progress, map_chunks
 from nas.data.prepared import Prepared, find_prepared, prepare, prepared_key
@@ -24,6 +24,7 @@ def inspect(source: str | Path, input_size: int | None = None, channels: int | N
     """The `nas data` report (JSON-safe); `problems` holds what would refuse training."""
     if is_builtin(source):
         return builtin_report(str(source))
+    check_source(source)
     check_options(input_size, channels)
     listing = discover(source)
     found = scan(listing, progress)

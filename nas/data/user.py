@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from nas.data.builtin import check_source
 from nas.data.discover import SPLITS, Listing, discover
 from nas.data.pipeline import default_augment
 from nas.data.pool import Progress
@@ -71,6 +72,7 @@ class DataSummary:
 def peek(source: str | Path, progress: Progress | None = None) -> DataSummary:
     """Finds the files and reads their headers (cached): refuses, in one line, a data set
     that cannot train (missing, empty, one class, a class without a readable image)."""
+    check_source(source)
     listing = discover(source)
     found = scan(listing, progress)
     summary = summarize(listing, found)

@@ -83,17 +83,17 @@ def model_input_size(model: nn.Module, data: DataSplits) -> int:
     if spec is None:
         return data.image_size
     check_spec_fits(spec, data.name, data.in_channels, data.num_classes,
-                    data.image_size if data.is_user_data else None)
+                    data.image_size if data.is_user_data else None, data.is_user_data)
     return spec.input_size
 
 
 def check_spec_fits(spec: Any, name: str, channels: int, classes: int,
-                    prepared_size: int | None = None) -> None:
+                    prepared_size: int | None = None, user_data: bool = False) -> None:
     """Refuses, saying what to set, a spec whose channels, classes or (for user data, which
     is prepared at one size) input size do not fit the data."""
     if spec.in_channels != channels:
         advice = f"set in_channels: {channels} in the spec"
-        if prepared_size is not None:
+        if user_data:
             advice += f", or pass --channels {spec.in_channels} to read the images " \
                       f"as {'grey' if spec.in_channels == 1 else 'colour'}"
         raise TrainError(f"the spec takes {spec.in_channels}-channel input but {name} images "

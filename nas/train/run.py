@@ -172,7 +172,7 @@ def load_run_data(arch: Any, source: DataSource, device: Any,
                          channels=source.channels)
     summary = peek(source.dataset, progress)
     check_spec_fits(arch, summary.name, source.channels or summary.channels,
-                    summary.num_classes)
+                    summary.num_classes, user_data=True)
     return load_data(source.dataset, None, device, seed=source.split_seed,
                      input_size=source.input_size or arch.input_size,
                      channels=source.channels, progress=progress)
