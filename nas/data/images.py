@@ -113,7 +113,7 @@ def decode(path: str | Path, size: int, channels: int) -> np.ndarray:
                 image.draft("L" if channels == 1 else "RGB", (size, size))
             image = ImageOps.exif_transpose(image)
             image = resize_and_crop(to_channels(image, channels), size)
-            pixels = np.asarray(image, dtype=np.uint8)
+            pixels = np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy)
     except READ_ERRORS as e:
         raise ImageReadError(reason_of(e)) from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
