@@ -110,7 +110,7 @@ def print_files(r: dict[str, Any]) -> None:
     if r["unreadable"]:
         console.print(f"unreadable: {len(r['unreadable']):,} file(s), skipped", highlight=False)
         for name, reason in r["unreadable"][:SHOWN]:
-            console.print(f"  {name}: {reason}", highlight=False, markup=False)
+            console.print(f"  {name}: {reason}", highlight=False, markup=False, soft_wrap=True)
         if len(r["unreadable"]) > SHOWN:
             console.print(f"  ... and {len(r['unreadable']) - SHOWN:,} more (--json lists all)")
     ignored = ", ".join(f"{n:,} {what}" for what, n in r["ignored"].items() if n)
@@ -124,7 +124,7 @@ def print_files(r: dict[str, Any]) -> None:
         for group in groups[:SHOWN]:
             console.print("  " + " = ".join(f"{f} ({s})" for f, s in
                                             zip(group["files"], group["splits"])),
-                          highlight=False, markup=False)
+                          highlight=False, markup=False, soft_wrap=True)
     else:
         console.print("duplicates: none", highlight=False)
 
@@ -147,14 +147,15 @@ def predict(
     trained = load_run(run_dir)
     found, skipped = run_predict(trained, image_files(images), top)
     for path, reason in skipped:
-        err_console.print(f"nas: skipped {path}: {reason}", markup=False, highlight=False)
+        err_console.print(f"nas: skipped {path}: {reason}", markup=False, highlight=False,
+                          soft_wrap=True)
     if as_json:
         print(json.dumps({"predictions": [p.as_dict() for p in found],
                           "skipped": [{"path": str(p), "reason": r} for p, r in skipped]}))
     else:
         for p in found:
             labels = "  ".join(f"{label} {prob:.3f}" for label, _, prob in p.top)
-            console.print(f"{p.path}: {labels}", markup=False, highlight=False)
+            console.print(f"{p.path}: {labels}", markup=False, highlight=False, soft_wrap=True)
     if not found:
         raise UserError("no image could be read")
 
