@@ -13,6 +13,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from nas.data.images import is_image_name, reason_of
 from nas.data.splits import DataError
@@ -27,8 +28,7 @@ LAYOUT_HINT = "expected PATH/<class>/<image>, PATH/train/<class>/<image> (+ val/
               "or a .csv/.tsv with path,label[,split] columns"
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple: a listing holds tens of thousands
     """One image file of the data set, before it is read."""
 
     path: str  # absolute, as found (symbolic links not resolved)
@@ -106,7 +106,7 @@ def discover_folder(root: Path) -> Listing:
         classes = add_classes(listing, root, "train", folders)
     # torchvision's order: classes sorted, then each folder's files (folders by path)
     listing.entries.sort(key=lambda e: (SPLITS.index(e.split), e.label,
-                                        *os.path.split(e.name)))
+                                        *e.name.rpartition(os.sep)[::2]))
     listing.classes = tuple(sorted(classes))
     if not listing.entries and not listing.skipped:
         raise DataError(f"{root}: no images found ({LAYOUT_HINT})")

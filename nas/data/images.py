@@ -98,7 +98,11 @@ def read_header(path: str | Path) -> Header:
 
 
 def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag (1 when absent or unreadable)."""
+    """The EXIF orientation tag (1 when absent or unreadable). A PNG's EXIF may follow its
+    pixels, and Pillow decodes the whole image to look: in a header read, only an EXIF chunk
+    met before the pixels counts (decoding applies any orientation all the same)."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
     try:
         return int(image.getexif().get(0x0112, 1))
     except READ_ERRORS:
