@@ -28,13 +28,15 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="module")
 def fashion_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LeNet briefly trained on Fashion-MNIST (a few steps: enough to differ from init)."""
+    """A LeNet briefly trained on Fashion-MNIST, named by --data (a few steps: enough to
+    differ from its initial weights)."""
     from nas.cli import main
 
     out = tmp_path_factory.mktemp("run") / "lenet"
     try:
-        main(["train", "d2l_lenet_bn", "--epochs", "1", "--max-steps", "5", "--batch-size",
-              "64", "--no-progress", "--out", str(out), "--device", "cpu"])
+        main(["train", "d2l_lenet_bn", "--data", "fashion-mnist", "--epochs", "1",
+              "--max-steps", "5", "--batch-size", "64", "--no-progress", "--out", str(out),
+              "--device", "cpu"])
     except SystemExit as e:
         assert not e.code
     return out
