@@ -8,11 +8,12 @@ for each folder, with an empty cache:
 - first run: a fresh process loads the folder (lists files, reads headers, decodes with every
   core into the prepared cache, computes the training statistics); images/s of decoding;
 - second run: another fresh process loads it again (lists and stats the files, maps the cache);
-- workers: 1, 2 and 4 processes started together each load the prepared data, train a few
-  steps and read every training image once (as an epoch would); then each reports its peak
-  RSS (VmHWM), RSS, USS (private: Private_Clean + Private_Dirty) and its anonymous memory
-  from /proc/self/smaps_rollup. File pages of the cache count in RSS; with one worker they are
-  also "private" (no other process maps them), with several they are shared. A baseline worker
+- workers: 1, 2 and 4 processes started together each load the prepared data by its
+  fingerprint (as search workers do), train a few steps and read every training image once
+  (as an epoch would); when all have, each reports its peak RSS (VmHWM), RSS, USS (private:
+  Private_Clean + Private_Dirty), anonymous memory and shared file pages, from
+  /proc/self/smaps_rollup. The cache's pages count in RSS; with one worker they are also
+  "private" (no other process maps them), with several they are shared. A baseline worker
   trains the same model on 1,024 images held in memory: what training itself needs.
 
 Run under nice on a quiet machine: python benchmarks/data_prepare.py --root /tmp/nas-bench-data
@@ -117,12 +118,12 @@ def load_once(folder: str, size: int, cache: str, out: Any) -> None:
     data = nd.load_data(folder, input_size=size, progress=progress)
     seconds = time.perf_counter() - start
     out.put({"seconds": seconds, "phases": {k: v[1] - v[0] for k, v in marks.items()},
-             "images": sum(data.counts().values()),
+             "images": sum(data.counts().values()), "fingerprint": data.fingerprint,
              "cache_bytes": int(data.train_x.base.numel())})
 
 
 def train_worker(folder: str | None, size: int, channels: int, cache: str, steps: int,
-                 barrier: Any, out: Any) -> None:
+                 fingerprint: str, barriers: Any, out: Any) -> None:
     """Loads the prepared data (or 1,024 in-memory images when `folder` is None), trains a
     few steps, reads every training image once; reports its memory."""
     os.environ["NAS_DATA_DIR"] = cache
@@ -132,28 +133,31 @@ def train_worker(folder: str | None, size: int, channels: int, cache: str, steps
     from nas.train import Budget, TrainConfig, fit, seeded_build
 
     torch.set_num_threads(1)
-    barrier.wait()
+    barriers[0].wait()
     if folder is None:
         x = torch.randint(0, 256, (1024, channels, size, size), dtype=torch.uint8)
         y = torch.randint(0, 10, (1024,))
         data = nd.DataSplits("memory", x, y, x[:128], y[:128], x[:0], y[:0], 10, channels,
                              size, (0.5,) * channels, (0.25,) * channels, torch.device("cpu"))
     else:
-        data = nd.load_data(folder, input_size=size)
+        data = nd.load_data(folder, input_size=size, fingerprint=fingerprint)
     model = seeded_build(SPECS[channels])
     fit(model, data, Budget(epochs=1, max_steps=steps, batch_size=128), TrainConfig(threads=1))
     for start in range(0, len(data.train_x), 4096):  # every page of the training images
         data.train_x[start:start + 4096].float().sum()
+    barriers[1].wait()  # every worker has mapped every page: shared pages show as shared
     out.put(memory())
+    barriers[2].wait()
 
 
 def run_memory(folder: Path | None, size: int, channels: int, cache: Path, workers: int,
-               steps: int) -> list[dict[str, int]]:
+               steps: int, fingerprint: str) -> list[dict[str, int]]:
     ctx = mp.get_context("spawn")
-    queue, barrier = ctx.Queue(), ctx.Barrier(workers)
+    queue, barriers = ctx.Queue(), [ctx.Barrier(workers) for _ in range(3)]
     procs = [ctx.Process(target=train_worker, args=(None if folder is None else str(folder),
                                                     size, channels, str(cache), steps,
-                                                    barrier, queue)) for _ in range(workers)]
+                                                    fingerprint, barriers, queue))
+             for _ in range(workers)]
     for p in procs:
         p.start()
     found = [queue.get(timeout=1800) for _ in procs]
@@ -201,9 +205,10 @@ def main() -> None:
         print(f"{name}: first {first['seconds']:.1f} s, second {second['seconds']:.2f} s",
               flush=True)
         for workers in map(int, args.workers.split(",")):
-            for figures in run_memory(folder, size, channels, cache, workers, args.steps):
+            for figures in run_memory(folder, size, channels, cache, workers, args.steps,
+                                      first["fingerprint"]):
                 mem.append((name, workers, first["cache_bytes"], figures))
-        for figures in run_memory(None, size, channels, cache, 1, args.steps):
+        for figures in run_memory(None, size, channels, cache, 1, args.steps, ""):
             mem.append((f"{name} baseline (1,024 images in memory)", 1, 0, figures))
     report(loads, mem)
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -211,16 +216,19 @@ def main() -> None:
 
 def report(loads: list[tuple], mem: list[tuple]) -> None:
     """The tables, in Markdown."""
-    print("\n| data set | images | prepared at | first load | of which decoding | decoded "
+    print("\n| data set | images | prepared at | first load | headers | decoding | decoded "
           "images/s | second load | second / first |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, size, channels, first, second in loads:
+        headers_s = first["phases"].get("reading image headers", float("nan"))
         decode_s = first["phases"].get("decoding images", float("nan"))
         print(f"| {name} | {first['images']:,} | {channels}x{size}x{size} | "
-              f"{first['seconds']:.1f} s | {decode_s:.1f} s | {first['images'] / decode_s:,.0f} "
-              f"| {second['seconds']:.2f} s | {second['seconds'] / first['seconds']:.3f} |")
-    print("\n| data set | workers | cache MiB | peak RSS MiB | RSS MiB | USS MiB | anonymous MiB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+              f"{first['seconds']:.1f} s | {headers_s:.1f} s | {decode_s:.1f} s | "
+              f"{first['images'] / decode_s:,.0f} | {second['seconds']:.2f} s | "
+              f"{second['seconds'] / first['seconds']:.3f} |")
+    print("\n| data set | workers | cache MiB | peak RSS MiB | RSS MiB | USS MiB | anonymous MiB "
+          "| shared file MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     grouped: dict[tuple[str, int], list[dict[str, int]]] = {}
     sizes: dict[str, int] = {}
     for name, workers, cache_bytes, figures in mem:
@@ -230,7 +238,8 @@ def report(loads: list[tuple], mem: list[tuple]) -> None:
         def worst(key: str, rows: list[dict[str, int]] = rows) -> str:
             return mib(max(r[key] for r in rows))
         print(f"| {name} | {workers} | {mib(sizes[name]) if sizes[name] else '-'} | "
-              f"{worst('VmHWM')} | {worst('Rss')} | {worst('USS')} | {worst('Anonymous')} |")
+              f"{worst('VmHWM')} | {worst('Rss')} | {worst('USS')} | {worst('Anonymous')} | "
+              f"{worst('Shared_Clean')} |")
 
 
 if __name__ == "__main__":

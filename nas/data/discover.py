@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from nas.data.images import is_image_name, reason_of
+from nas.data.images import IMAGE_EXTENSIONS, reason_of
 from nas.data.splits import DataError
 
 LISTING_FORMAT = 1
@@ -64,9 +64,9 @@ class Listing:
         once: a listing is complete when discover returns it)."""
         digest = hashlib.blake2b(f"nas-listing {LISTING_FORMAT} {self.kind}\n".encode(),
                                  digest_size=16)
-        for e in self.entries:
-            line = f"{e.name}\0{e.label}\0{e.split}\0{e.size}\0{e.mtime_ns}\n"
-            digest.update(line.encode("utf-8", "surrogateescape"))
+        lines = "".join(f"{e.name}\0{e.label}\0{e.split}\0{e.size}\0{e.mtime_ns}\n"
+                        for e in self.entries)
+        digest.update(lines.encode("utf-8", "surrogateescape"))
         return digest.hexdigest()
 
 
@@ -99,14 +99,12 @@ def discover_folder(root: Path) -> Listing:
         listing.ignored["folders beside train/val/test"] += len(folders) - len(splits)
         listing.ignored["files outside class folders"] += files
         classes: set[str] = set()
-        for split, folder in splits.items():
-            classes |= add_classes(listing, root / folder, split)
+        for split in SPLITS:  # entries by split, class, then as torchvision orders files
+            if split in splits:
+                classes |= add_classes(listing, root / splits[split], split)
     else:
         listing.ignored["files outside class folders"] += files
         classes = add_classes(listing, root, "train", folders)
-    # torchvision's order: classes sorted, then each folder's files (folders by path)
-    listing.entries.sort(key=lambda e: (SPLITS.index(e.split), e.label,
-                                        *e.name.rpartition(os.sep)[::2]))
     listing.classes = tuple(sorted(classes))
     if not listing.entries and not listing.skipped:
         raise DataError(f"{root}: no images found ({LAYOUT_HINT})")
@@ -153,18 +151,19 @@ def add_classes(listing: Listing, folder: Path, split: str,
     if not classes:
         raise DataError(f"{folder}: no class folders ({LAYOUT_HINT})")
     for label in classes:
-        found = walk_images(folder / label, listing)
+        found = walk_images(folder / label, listing, label, split)
         if not found:
             raise DataError(f"{folder / label}: no image files (class {label!r}); add images "
                             f"or remove the folder")
-        listing.entries += [Entry(p, n, label, split, s, m) for p, n, s, m in found]
+        listing.entries += found
     return set(classes)
 
 
-def walk_images(top: Path, listing: Listing) -> list[tuple[str, str, int, int]]:
-    """(path, name, size, mtime) of every image file below `top`, links followed, loops
-    refused."""
-    found: list[tuple[str, str, int, int]] = []
+def walk_images(top: Path, listing: Listing, label: str, split: str) -> list[Entry]:
+    """Every image file below `top` in torchvision's order (by folder path, then file name),
+    links followed, loops refused."""
+    found: list[Entry] = []
+    nested = False
     prefix = len(str(listing.source)) + 1  # names relative to the root (cheaper than relpath)
     above = tuple((i.st_dev, i.st_ino) for i in map(os.stat, (top, *top.parents)))
     stack = [(top, above)]  # a link back to any folder above is a loop, caught at once
@@ -186,11 +185,15 @@ def walk_images(top: Path, listing: Listing) -> list[tuple[str, str, int, int]]:
                     raise DataError(f"{entry.path}: symbolic link loop (leads back to a folder "
                                     f"above it); remove the link")
                 stack.append((Path(entry.path), (*ancestors, key)))
-            elif not is_image_name(entry.name):
+                nested = True
+            elif not entry.name.lower().endswith(IMAGE_EXTENSIONS):
                 suffix = Path(entry.name).suffix.lower() or "no extension"
                 listing.ignored[f"non-image files ({suffix})"] += 1
             else:
-                found.append((entry.path, name, info.st_size, info.st_mtime_ns))
+                found.append(Entry(entry.path, name, label, split, info.st_size,
+                                   info.st_mtime_ns))
+    if nested:
+        found.sort(key=lambda e: e.path.rpartition(os.sep)[::2])
     return found
 
 

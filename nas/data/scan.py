@@ -76,6 +76,8 @@ def scan(listing: Listing, progress: Progress | None = None) -> Scan:
     path = cache_dir() / "scans" / f"{listing.fingerprint}.json"
     cached = read_scan(path, len(listing.entries))
     if cached is not None:
+        if not defaults_path(listing).exists():  # a scan kept by an earlier version
+            write_defaults(listing, cached)
         return cached
     items = [(i, e.path) for i, e in enumerate(listing.entries)]
     found = Scan([0] * len(items), [0] * len(items), [""] * len(items), [False] * len(items),
@@ -89,7 +91,28 @@ def scan(listing: Listing, progress: Progress | None = None) -> Scan:
     write_json(path, {"format": SCAN_FORMAT, "widths": found.widths, "heights": found.heights,
                       "modes": found.modes, "colour": found.colour,
                       "errors": {str(k): v for k, v in found.errors.items()}})
+    write_defaults(listing, found)
     return found
+
+
+def write_defaults(listing: Listing, found: Scan) -> None:
+    write_json(defaults_path(listing), {"format": SCAN_FORMAT, "size": found.natural_size(),
+                                        "channels": found.default_channels()})
+
+
+def defaults_path(listing: Listing) -> Path:
+    return cache_dir() / "scans" / f"{listing.fingerprint}.defaults.json"
+
+
+def cached_defaults(listing: Listing) -> tuple[int, int] | None:
+    """(channels, input size) by default, when this listing's headers were read before: what
+    finding its prepared data needs, without reading the whole scan."""
+    try:
+        blob = json.loads(defaults_path(listing).read_text())
+        return (int(blob["channels"]), int(blob["size"])) \
+            if blob.get("format") == SCAN_FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_scan(path: Path, count: int) -> Scan | None:
@@ -115,4 +138,4 @@ def write_json(path: Path, blob: dict[str, Any]) -> None:
         pass
 
 
-__all__ = ["MAX_DEFAULT_SIZE", "Scan", "scan"]
+__all__ = ["MAX_DEFAULT_SIZE", "Scan", "cached_defaults", "scan"]

@@ -23,7 +23,7 @@ from nas.data.discover import SPLITS, Listing, discover
 from nas.data.pipeline import default_augment
 from nas.data.pool import Progress
 from nas.data.prepared import Prepared, find_prepared, prepare, prepared_key
-from nas.data.scan import Scan, scan, write_json
+from nas.data.scan import Scan, cached_defaults, scan, write_json
 from nas.data.splits import DataError, DataSplits, IndexView
 
 
@@ -74,10 +74,14 @@ def peek(source: str | Path, progress: Progress | None = None) -> DataSummary:
     """Finds the files and reads their headers (cached): refuses, in one line, a data set
     that cannot train (missing, empty, one class, a class without a readable image)."""
     check_source(source)
-    listing = discover(source)
+    return peek_listing(discover(source), progress)
+
+
+def peek_listing(listing: Listing, progress: Progress | None = None) -> DataSummary:
+    """peek's work on a listing already made."""
     found = scan(listing, progress)
     summary = summarize(listing, found)
-    check_readable(summary, {i for i in found.errors})
+    check_readable(summary, set(found.errors))
     return summary
 
 
@@ -137,16 +141,31 @@ def load_user(source: str | Path, device: torch.device, val_fraction: float, see
     check_options(input_size, channels)
     prepared = find_prepared(fingerprint) if fingerprint else None
     if prepared is None:
-        summary = peek(source, progress)
-        size = input_size or summary.input_size
-        key = prepared_key(summary.listing_fingerprint, size, channels or summary.channels)
-        if fingerprint and key != fingerprint:
-            raise DataError(f"{source}: the images changed since this data was recorded "
-                            f"(fingerprint {fingerprint}, now {key}); one study or run uses "
-                            f"one version of the data")
-        prepared = prepare(summary.listing, summary.scan, size, channels or summary.channels,
-                           progress)
+        check_source(source)
+        prepared = find_or_prepare(discover(source), input_size, channels, progress,
+                                   fingerprint)
     return make_user_splits(prepared, device, val_fraction, seed)
+
+
+def find_or_prepare(listing: Listing, input_size: int | None, channels: int | None,
+                    progress: Progress | None, fingerprint: str | None) -> Prepared:
+    """The listing's prepared data: found when nothing changed (its headers were read before:
+    no file is opened), else prepared now; refused when it is not the `fingerprint` asked."""
+    defaults = cached_defaults(listing)
+    if defaults is not None:
+        key = prepared_key(listing.fingerprint, input_size or defaults[1],
+                           channels or defaults[0])
+        found = find_prepared(key) if not fingerprint or key == fingerprint else None
+        if found is not None:
+            return found
+    summary = peek_listing(listing, progress)
+    size, channels = input_size or summary.input_size, channels or summary.channels
+    key = prepared_key(listing.fingerprint, size, channels)
+    if fingerprint and key != fingerprint:
+        raise DataError(f"{listing.source}: the images changed since this data was recorded "
+                        f"(fingerprint {fingerprint}, now {key}); one study or run uses one "
+                        f"version of the data")
+    return prepare(listing, summary.scan, size, channels, progress)
 
 
 def make_user_splits(prepared: Prepared, device: torch.device, val_fraction: float,
