@@ -179,7 +179,7 @@ def export_model(
     console.print(f"wrote {path}: input images float32 [N, {spec.in_channels}, "
                   f"{spec.input_size}, {spec.input_size}] normalised with mean "
                   f"{card['mean']} and std {card['std']} (pixels / 255); output logits "
-                  f"[N, {spec.num_classes}]", markup=False, highlight=False)
+                  f"[N, {spec.num_classes}]", markup=False, highlight=False, soft_wrap=True)
 
 
 __all__ = ["data_command", "export_model", "predict"]
