@@ -84,10 +84,11 @@ def print_report(r: dict[str, Any]) -> None:
         console.print("prepared cache: no (the first search, train or `nas data --prepare` "
                       "decodes the images once)", highlight=False)
     read = r["read"]
-    console.print(f"read: {read['files_listed']:,} files listed, "
-                  f"{read['headers_read']:,} headers read"
-                  f"{' (the rest cached)' if not read['headers_read'] else ''}, "
-                  f"{read['files_hashed']:,} files hashed (same byte size as another), "
+    headers = f"{read['headers_read']:,} headers read" if read["headers_read"] else \
+        "headers from the cache"
+    hashed = f"{read['files_hashed']:,} files hashed (same byte size as another)" \
+        if read["files_hashed"] else "duplicates from the cache or none to look for"
+    console.print(f"read: {read['files_listed']:,} files listed, {headers}, {hashed}, "
                   f"{read['images_decoded']:,} images decoded", highlight=False)
 
 

@@ -5,16 +5,17 @@ same image in two splits), and decodes nothing unless asked to prepare."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.data.builtin import check_source, dataset_info, is_builtin
+from nas.data.builtin import cache_dir, check_source, dataset_info, is_builtin
 from nas.data.discover import Listing, discover
 from nas.data.pool import Progress, map_chunks
 from nas.data.prepared import Prepared, find_prepared, prepare, prepared_key
-from nas.data.scan import scan
+from nas.data.scan import scan, write_json
 from nas.data.splits import DataError
 from nas.data.user import DataSummary, check_options, check_readable, summarize
 
@@ -80,6 +81,20 @@ def cache_report(prepared: Prepared | None, key: str) -> dict[str, Any]:
 
 def duplicates(listing: Listing, unreadable: set[int], progress: Progress | None,
                ) -> tuple[list[dict[str, Any]], int]:
+    """Groups of files with the same content, and how many files were hashed (0 when this
+    listing's groups were found before: kept in the cache beside its headers)."""
+    path = cache_dir() / "scans" / f"{listing.fingerprint}.duplicates.json"
+    try:
+        return json.loads(path.read_text())["groups"], 0
+    except (OSError, ValueError, KeyError):
+        pass
+    groups, hashed = find_duplicates(listing, unreadable, progress)
+    write_json(path, {"groups": groups})
+    return groups, hashed
+
+
+def find_duplicates(listing: Listing, unreadable: set[int], progress: Progress | None,
+                    ) -> tuple[list[dict[str, Any]], int]:
     """Groups of files with the same content, and how many files were hashed.
 
     Only files whose byte size matches another's are read. With the data's own splits only
