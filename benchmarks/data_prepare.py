@@ -14,7 +14,8 @@ for each folder, with an empty cache:
   Private_Clean + Private_Dirty), anonymous memory and shared file pages, from
   /proc/self/smaps_rollup. The cache's pages count in RSS; with one worker they are also
   "private" (no other process maps them), with several they are shared. A baseline worker
-  trains the same model on 1,024 images held in memory: what training itself needs.
+  does the same with 1,024 images held in memory, indexed to the data set's split sizes (the
+  same batches, validation and pass, only the storage differs): what training itself needs.
 
 Run under nice on a quiet machine: python benchmarks/data_prepare.py --root /tmp/nas-bench-data
 """
@@ -119,11 +120,30 @@ def load_once(folder: str, size: int, cache: str, out: Any) -> None:
     seconds = time.perf_counter() - start
     out.put({"seconds": seconds, "phases": {k: v[1] - v[0] for k, v in marks.items()},
              "images": sum(data.counts().values()), "fingerprint": data.fingerprint,
+             "counts": data.counts(),
              "cache_bytes": int(data.train_x.base.numel())})
 
 
+def in_memory(counts: dict[str, int], size: int, channels: int) -> Any:
+    """1,024 random images in memory, viewed as splits of the given sizes."""
+    import torch
+
+    import nas.data as nd
+
+    base = torch.randint(0, 256, (1024, channels, size, size), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (1024,))
+
+    def split(n: int) -> tuple[Any, torch.Tensor]:
+        index = torch.arange(n) % 1024
+        return nd.IndexView(base, index), labels[index]
+
+    return nd.DataSplits("memory", *split(counts["train"]), *split(counts["val"]),
+                         *split(0), 10, channels, size, (0.5,) * channels,
+                         (0.25,) * channels, torch.device("cpu"))
+
+
 def train_worker(folder: str | None, size: int, channels: int, cache: str, steps: int,
-                 fingerprint: str, barriers: Any, out: Any) -> None:
+                 fingerprint: str, counts: dict[str, int], barriers: Any, out: Any) -> None:
     """Loads the prepared data (or 1,024 in-memory images when `folder` is None), trains a
     few steps, reads every training image once; reports its memory."""
     os.environ["NAS_DATA_DIR"] = cache
@@ -135,10 +155,7 @@ def train_worker(folder: str | None, size: int, channels: int, cache: str, steps
     torch.set_num_threads(1)
     barriers[0].wait()
     if folder is None:
-        x = torch.randint(0, 256, (1024, channels, size, size), dtype=torch.uint8)
-        y = torch.randint(0, 10, (1024,))
-        data = nd.DataSplits("memory", x, y, x[:128], y[:128], x[:0], y[:0], 10, channels,
-                             size, (0.5,) * channels, (0.25,) * channels, torch.device("cpu"))
+        data = in_memory(counts, size, channels)
     else:
         data = nd.load_data(folder, input_size=size, fingerprint=fingerprint)
     model = seeded_build(SPECS[channels])
@@ -151,12 +168,12 @@ def train_worker(folder: str | None, size: int, channels: int, cache: str, steps
 
 
 def run_memory(folder: Path | None, size: int, channels: int, cache: Path, workers: int,
-               steps: int, fingerprint: str) -> list[dict[str, int]]:
+               steps: int, fingerprint: str, counts: dict[str, int]) -> list[dict[str, int]]:
     ctx = mp.get_context("spawn")
     queue, barriers = ctx.Queue(), [ctx.Barrier(workers) for _ in range(3)]
     procs = [ctx.Process(target=train_worker, args=(None if folder is None else str(folder),
                                                     size, channels, str(cache), steps,
-                                                    fingerprint, barriers, queue))
+                                                    fingerprint, counts, barriers, queue))
              for _ in range(workers)]
     for p in procs:
         p.start()
@@ -206,9 +223,10 @@ def main() -> None:
               flush=True)
         for workers in map(int, args.workers.split(",")):
             for figures in run_memory(folder, size, channels, cache, workers, args.steps,
-                                      first["fingerprint"]):
+                                      first["fingerprint"], first["counts"]):
                 mem.append((name, workers, first["cache_bytes"], figures))
-        for figures in run_memory(None, size, channels, cache, 1, args.steps, ""):
+        for figures in run_memory(None, size, channels, cache, 1, args.steps, "",
+                                  first["counts"]):
             mem.append((f"{name} baseline (1,024 images in memory)", 1, 0, figures))
     report(loads, mem)
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
