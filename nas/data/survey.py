@@ -37,12 +37,11 @@ def inspect(source: str | Path, input_size: int | None = None, channels: int | N
     if prepare_now and prepared is None and not problems:
         prepared = prepare(listing, found, size, ch, progress)
         decoded = len(listing.entries) - len(found.errors)
-    failed = prepared.failed if prepared is not None else {}
-    problems = problems or check(summary, set(found.errors) | set(failed))
+    if prepared is not None and prepared.failed:  # what decoding found, counted out
+        summary = summarize(listing, found, prepared.failed)
+        problems = problems or check(summary, set(prepared.failed))
     groups, hashed = duplicates(listing, set(found.errors), progress)
     report = summary.as_dict()
-    report["unreadable"] += [[name, reason] for i, (name, reason) in sorted(failed.items())
-                             if i not in found.errors]
     report.update({
         "input_size": size, "input_size_default": summary.input_size, "channels": ch,
         "channels_default": summary.channels, "val": val_origin(listing),

@@ -85,14 +85,17 @@ def peek_listing(listing: Listing, progress: Progress | None = None) -> DataSumm
     return summary
 
 
-def summarize(listing: Listing, found: Scan) -> DataSummary:
-    """The summary of a listing and its headers."""
+def summarize(listing: Listing, found: Scan,
+              decoded: dict[int, tuple[str, str]] | None = None) -> DataSummary:
+    """The summary of a listing and its headers (and of what failed to decode, when the
+    images were prepared: entry index -> (name, reason))."""
+    failed = {**{i: (listing.entries[i].name, r) for i, r in found.errors.items()},
+              **(decoded or {})}
     counts: dict[str, Counter] = {split: Counter() for split in SPLITS}
     for i, e in enumerate(listing.entries):
-        if i not in found.errors:
+        if i not in failed:
             counts[e.split][e.label] += 1
-    unreadable = listing.skipped + [(listing.entries[i].name, r)
-                                    for i, r in sorted(found.errors.items())]
+    unreadable = listing.skipped + [failed[i] for i in sorted(failed)]
     return DataSummary(
         kind=listing.kind, layout=listing.layout, source=str(listing.source),
         name=listing.name, classes=listing.classes,
