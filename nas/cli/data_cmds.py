@@ -24,10 +24,10 @@ def data_command(
         help="A folder (PATH/<class>/... or PATH/train/<class>/... with val/, test/), a "
              ".csv/.tsv of path,label[,split], or a built-in dataset's name.")],
     input_size: Annotated[int | None, typer.Option(
-        help="The size to prepare the images at [default: their median shorter side, at most "
-             "224].")] = None,
+        help="The size to prepare the images at (default: their median shorter side, at most "
+             "224).")] = None,
     channels: Annotated[int | None, typer.Option(
-        help="1 (grey) or 3 (colour) [default: 3 when any image has colour].")] = None,
+        help="1 (grey) or 3 (colour) (default: 3 when any image has colour).")] = None,
     prepare: Annotated[bool, typer.Option(
         help="Also decode every image now into the prepared cache (finds truncated files; "
              "later runs start without decoding).")] = False,
@@ -166,7 +166,7 @@ def export_model(
     run_dir: RunDir,
     format_: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
     out: Annotated[Path | None, typer.Option(
-        help="The file to write [default: RUN_DIR/model.onnx or model.torchscript.pt]; an "
+        help="The file to write (default: RUN_DIR/model.onnx or model.torchscript.pt); an "
              "existing file is never replaced.")] = None,
 ) -> None:
     """Write the run's model as ONNX or TorchScript: input 'images', the normalised float

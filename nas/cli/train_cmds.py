@@ -16,14 +16,14 @@ from nas.errors import UserError
 
 Epochs = Annotated[int, typer.Option(help="Training epochs.")]
 Dataset = Annotated[str | None, typer.Option(
-    help="fashion-mnist, mnist or cifar10 [default: fashion-mnist].")]
+    help="fashion-mnist, mnist or cifar10 (default: fashion-mnist).")]
 DataDir = Annotated[Path | None, typer.Option(help="Read the dataset from this folder.")]
 DataPath = Annotated[str | None, typer.Option(
     "--data", help="Your images: a folder (PATH/<class>/..., or PATH/train/<class>/... with "
                    "val/ and test/), a .csv/.tsv of path,label[,split], or a built-in name.")]
 Channels = Annotated[int | None, typer.Option(
-    help="Read your images as 1 (grey) or 3 (colour) channels [default: 3 when any image "
-         "has colour].")]
+    help="Read your images as 1 (grey) or 3 (colour) channels (default: 3 when any image "
+         "has colour).")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")]
 BatchSize = Annotated[int, typer.Option(help="Training batch size.")]
 Threads = Annotated[int | None, typer.Option(help="CPU threads (default: torch's).")]
@@ -90,8 +90,8 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="On conv/linear weights.")] = 5e-4,
     label_smoothing: Annotated[float, typer.Option(help="Cross-entropy smoothing.")] = 0.0,
     augment: Annotated[str | None, typer.Option(
-        help="none, flip or crop-flip [default: crop-flip for cifar10, none for the other "
-             "built-ins; your images: crop-flip up to 64 px, flip above].")] = None,
+        help="none, flip or crop-flip (default: crop-flip for cifar10, none for the other "
+             "built-ins; your images: crop-flip up to 64 px, flip above).")] = None,
     data: DataPath = None,
     channels: Channels = None,
     data_dir: DataDir = None,
@@ -108,8 +108,8 @@ def train(
              "model.safetensors, loaded by order and checked by shape.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     max_memory: Annotated[str | None, typer.Option(
-        help="Refuse when training needs more memory than this (e.g. 2GiB, 500MB) [default: "
-             "what the device has free].")] = None,
+        help="Refuse when training needs more memory than this (e.g. 2GiB, 500MB) (default: "
+             "what the device has free).")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Train a spec, write DIR/result.json, spec.yaml, data.json and model.safetensors; resumes
