@@ -2,8 +2,10 @@
 
 The book's loop is the seed code's `train_on_FashionMNIST`: a torchvision dataset with
 per-sample `Resize`/`ToTensor` transforms, a shuffling `DataLoader`, plain SGD and
-`CrossEntropyLoss(reduction='none')`. Both sides train the same spec from the same initial
-weights, at the same batch size, for the same number of steps, after the same warm-up.
+`CrossEntropyLoss(reduction='none')`. On a user's images its dataset decodes each file per
+sample (Pillow, resized and cropped as nas prepares them), as an ImageFolder with those
+transforms would. Both sides train the same spec from the same initial weights, at the same
+batch size, for the same number of steps, after the same warm-up.
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.data import DataSplits, dataset_info, load_data, torchvision_root
+from nas.data import (
+    DataSplits,
+    Progress,
+    dataset_info,
+    decode,
+    is_builtin,
+    load_data,
+    peek,
+    torchvision_root,
+)
 from nas.device import environment, synchronize
 from nas.train import Budget, TrainConfig, fit, learning_rate, seeded_build
+from nas.train.policy import model_input_size
 
 
 @dataclass
@@ -54,6 +66,32 @@ def book_loader(dataset: str, root: Path, size: int, batch_size: int,
     transform = Compose([ToTensor()] if size == info.image_size else [Resize(size), ToTensor()])
     train = getattr(tvd, info.torchvision_class)(str(root), train=True, transform=transform)
     return torch.utils.data.DataLoader(train, batch_size, shuffle=True, num_workers=workers,
+                                       pin_memory=torch.cuda.is_available())
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """A user's training images decoded per sample, as ToTensor gives them ([0, 1] floats)."""
+
+    def __init__(self, items: list[tuple[str, int]], size: int, channels: int) -> None:
+        self.items, self.size, self.channels = items, size, channels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.items[i]
+        return torch.from_numpy(decode(path, self.size, self.channels)).float() / 255, label
+
+
+def files_loader(source: str | Path, size: int, channels: int, batch_size: int,
+                 workers: int) -> torch.utils.data.DataLoader:
+    """The book's loop over a user's readable training files."""
+    summary = peek(source)
+    index = {c: i for i, c in enumerate(summary.classes)}
+    items = [(e.path, index[e.label]) for i, e in enumerate(summary.listing.entries)
+             if e.split == "train" and i not in summary.scan.errors]
+    return torch.utils.data.DataLoader(ImageFiles(items, size, channels), batch_size,
+                                       shuffle=True, num_workers=workers,
                                        pin_memory=torch.cuda.is_available())
 
 
@@ -107,6 +145,8 @@ def bench(
     repeats: int = 1,
     config: TrainConfig | None = None,
     name: str = "",
+    channels: int | None = None,
+    progress: Progress | None = None,
 ) -> BenchResult:
     """Both loops on the same spec, alternating `repeats` times; the best of each and the ratio.
 
@@ -115,12 +155,17 @@ def bench(
     """
     device = device or torch.device("cpu")
     config = config or TrainConfig()
-    data = load_data(dataset, data_dir, device)
-    root = torchvision_root(dataset, data_dir)
     model = seeded_build(spec, config.seed)
     size = model.spec.input_size
+    data = load_data(dataset, data_dir, device, input_size=size, channels=channels,
+                     progress=progress)
+    model_input_size(model, data)  # a spec that does not fit the data: one line, before work
     steps = min(steps, data.train_x.shape[0] // batch_size)
-    loader = book_loader(dataset, root, size, batch_size, book_workers)
+    if is_builtin(dataset):
+        loader = book_loader(dataset, torchvision_root(dataset, data_dir), size, batch_size,
+                             book_workers)
+    else:
+        loader = files_loader(dataset, size, data.in_channels, batch_size, book_workers)
     nas_runs, book_runs = [], []
     for _ in range(repeats):
         nas_runs.append(nas_images_per_second(copy.deepcopy(model), data, steps, warmup,
@@ -129,11 +174,12 @@ def bench(
                                                 warmup, learning_rate(model, config, batch_size)))
     nas_ips, book_ips = max(nas_runs), max(book_runs)
     return BenchResult(
-        spec=name or str(spec), dataset=dataset, batch_size=batch_size, steps=steps,
+        spec=name or str(spec), dataset=data.name, batch_size=batch_size, steps=steps,
         warmup_steps=warmup, book_workers=book_workers, nas_images_per_second=nas_ips,
         book_images_per_second=book_ips, speedup=nas_ips / book_ips, nas_runs=nas_runs,
         book_runs=book_runs, environment=environment(device),
     )
 
 
-__all__ = ["BenchResult", "bench", "book_images_per_second", "book_loader"]
+__all__ = ["BenchResult", "ImageFiles", "bench", "book_images_per_second", "book_loader",
+           "files_loader"]

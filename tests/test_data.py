@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import nas.data as nd
+import nas.data.builtin as builtin
 from nas.data import BatchMaker, DataError, RawData, load_data, make_splits, random_crop_flip
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -90,13 +91,13 @@ def test_empty_data_dir_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_no_source_says_what_to_install(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("NAS_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(nd, "debian_dir", lambda info: tmp_path / "absent")
+    monkeypatch.setattr(builtin, "debian_dir", lambda info: tmp_path / "absent")
 
     def offline(info: object, root: object, download: bool) -> RawData:
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried mirrors")
 
-    monkeypatch.setattr(nd, "read_torchvision", offline)
-    monkeypatch.setattr(nd, "_RAW", {})
+    monkeypatch.setattr(builtin, "read_torchvision", offline)
+    monkeypatch.setattr(builtin, "_RAW", {})
     with pytest.raises(DataError) as e:
         nd.load_raw(nd.DATASETS["fashion-mnist"])
     message = str(e.value)

@@ -79,3 +79,47 @@ def interruptible(resumes: str) -> Iterator[None]:
         err_console.print(f"nas: {'terminated' if terminated else 'interrupted'}: {resumes}",
                           markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(143 if terminated else 130) from None
+
+
+class DataBar:
+    """A bar per phase of preparing data (reading headers, decoding, hashing) on stderr; each
+    is stopped when its phase completes, so that a training bar can follow."""
+
+    def __init__(self) -> None:
+        self.bar: Progress | None = None
+        self.phase = ""
+        self.task: Any = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self.phase:
+            self.stop()
+            if total == 0 and not phase.startswith("waiting"):
+                return
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(),
+                                console=err_console)
+            self.bar.start()
+            self.phase, self.task = phase, self.bar.add_task(phase, total=total or None)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done)
+            if total and done >= total:
+                self.stop()
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        self.bar, self.phase = None, ""
+
+
+@contextmanager
+def data_bar(enabled: bool = True) -> Iterator[DataBar | None]:
+    """A DataBar (a nas.data Progress callback) when enabled, else None; drawn only while
+    there is work to show, so that reusing prepared data prints nothing."""
+    if not enabled or not err_console.is_terminal:  # no bar frames in logs
+        yield None
+        return
+    bar = DataBar()
+    try:
+        yield bar
+    finally:
+        bar.stop()

@@ -53,13 +53,16 @@ def fingerprint(run: Run) -> dict[str, Any]:
     """What must match for a checkpoint to resume this run (the time limit may change)."""
     spec = getattr(run.model, "spec", None)
     skip = ("compile", "threads", "eval_batch_size")
-    return {
+    found = {
         "model": spec.content_hash() if spec is not None else type(run.model).__name__,
         "dataset": run.data.name, "val_fraction": run.data.val_fraction,
         "data_seed": run.data.seed, "train_images": int(run.data.train_x.shape[0]),
         "budget": {k: v for k, v in asdict(run.budget).items() if k != "time_limit_s"},
         "config": {k: v for k, v in asdict(run.config).items() if k not in skip},
     }
+    if run.data.is_user_data:  # user files can change under a name: resume only the same ones
+        found["data_fingerprint"] = run.data.fingerprint
+    return found
 
 
 def rng_states(run: Run) -> dict[str, torch.Tensor]:

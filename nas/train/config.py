@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 
 from torch import nn
 
+from nas.data.pipeline import AUGMENTS
 from nas.errors import UserError
 
 OptimizerName = Literal["sgd", "adamw"]
@@ -61,7 +62,10 @@ class TrainConfig:
     schedule: ScheduleName = "onecycle"
     warmup: float = 0.0  # cosine only: fraction of the steps spent warming up linearly
     label_smoothing: float = 0.0
-    augment: bool | None = None  # None: the dataset's default (random crop + flip for cifar10)
+    # none, flip or crop-flip; None: the dataset's default (crop-flip for cifar10, none for the
+    # other built-ins; user data: crop-flip up to 64 px, flip above). Old booleans are mapped
+    # (True: crop-flip, False: none); None stays None, so existing budget keys do not change.
+    augment: bool | str | None = None
     compile: bool = False
     channels_last: bool | None = None  # None: on CUDA; on CPU when every conv is >= 16 wide
     amp: bool | None = None  # None: bf16 autocast on CUDA only
@@ -69,9 +73,15 @@ class TrainConfig:
     threads: int | None = None  # CPU threads while training; None: leave torch's setting
     eval_batch_size: int = 1024
 
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):
+            self.augment = "crop-flip" if self.augment else "none"
+
     def check(self) -> None:
         """Raises TrainError on a value that cannot be used."""
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        if self.augment is not None:
+            check_choice(self.augment, "augmentation", AUGMENTS)
         check_choice(self.schedule, "schedule", SCHEDULES)
         if self.lr is not None and not self.lr > 0:
             raise TrainError(f"learning rate must be positive, not {self.lr}")

@@ -1,7 +1,8 @@
 """fit(model, data, budget, config) -> FitResult: brief, fast, reproducible training on CPU or CUDA.
 
-The dataset lives as uint8 tensors on the training device (nas.data); each step indexes a
-batch there, then normalises, resizes and augments it in batch. No DataLoader, no per-sample
+The dataset lives as uint8 tensors on the training device, or as index views of a memory-mapped
+cache (nas.data); each step gathers a batch there, then augments, normalises and resizes it in
+batch. No DataLoader, no per-sample
 Python. Shuffling and augmentation draw from a torch.Generator seeded from (seed, epoch); the
 global RNG (dropout) is forked and seeded from `config.seed`, so fit leaves the caller's RNG as
 it was. The model's initial weights are the caller's: seed before building (`seeded_build`).
@@ -23,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.data import BatchMaker, DataSplits
+from nas.data import BatchMaker, DataSplits, augment_mode
 from nas.device import cpu_threads, environment
 from nas.memory import StorageBytes, saved_for_backward, state_bytes
 from nas.train.checkpoint import load_checkpoint, save_checkpoint
 from nas.train.config import Budget, TrainConfig, learning_rate
-from nas.train.evaluate import accuracy
+from nas.train.evaluate import split_scores
 from nas.train.policy import (
     autocast,
     epoch_generator,
@@ -92,7 +93,7 @@ class Run:
     total_steps: int
     lr: float
     amp: bool
-    augment: bool
+    augment: str  # none, flip or crop-flip
     state: RunState
     started: float = field(default_factory=time.perf_counter)
     progress: FitProgress | None = None
@@ -132,9 +133,9 @@ def fit(
         resumed = run.state.epoch
         stopped = train_epochs(run, on_epoch, checkpoint_path)
         test = None
-        if evaluate_test:
-            test = accuracy(model, data.test_x, data.test_y, run.maker,
-                            config.eval_batch_size, run.amp)
+        if evaluate_test and data.test_y.numel():  # user data may have no test split
+            test = split_scores(model, data.test_x, data.test_y, run.maker,
+                                config.eval_batch_size, run.amp, data.num_classes).accuracy
         return make_result(run, stopped, test, resumed)
 
 
@@ -149,13 +150,14 @@ def start_run(model: nn.Module, data: DataSplits, budget: Budget, config: TrainC
     lr = learning_rate(model, config, budget.batch_size)
     index = subset_indices(data.train_x.shape[0], budget.subset, config.seed)
     per_epoch, total = plan_steps(index.numel(), budget)
+    augment = augment_mode(config.augment, data.augment)
     run = Run(
         model=model, forward=torch.compile(model) if config.compile else model, data=data,
         budget=budget, config=config, optimizer=make_optimizer(model, config, lr),
-        maker=BatchMaker(data, size, channels_last), train_index=index,
+        maker=BatchMaker(data, size, channels_last, augment), train_index=index,
         steps_per_epoch=per_epoch, total_steps=total, lr=lr,
         amp=data.device.type == "cuda" if config.amp is None else config.amp,
-        augment=data.augment if config.augment is None else config.augment, state=RunState(),
+        augment=augment, state=RunState(),
     )
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         load_checkpoint(run, Path(checkpoint_path))
@@ -196,7 +198,7 @@ def train_epoch(run: Run) -> tuple[EpochStats, StopReason | None]:
     start, seen, stopped = time.perf_counter(), 0, None
     for b in range(run.steps_per_epoch):
         idx = order[b * bs:(b + 1) * bs]
-        x = run.maker(run.data.train_x[idx], generator if run.augment else None)
+        x = run.maker(run.data.train_x[idx], generator if run.augment != "none" else None)
         train_step(run, x, run.data.train_y[idx], sums)
         seen += idx.numel()
         stopped = check_limits(run, sums, b)
@@ -253,16 +255,16 @@ def finish_epoch(run: Run, epoch: int, sums: torch.Tensor, seen: int,
     """Validation accuracy and the epoch's figures."""
     loss_sum, correct = sums.tolist()
     train_seconds = time.perf_counter() - epoch_start
-    val = accuracy(run.model, run.data.val_x, run.data.val_y, run.maker,
-                   run.config.eval_batch_size, run.amp)
+    val = split_scores(run.model, run.data.val_x, run.data.val_y, run.maker,
+                       run.config.eval_batch_size, run.amp, run.data.num_classes)
     run.state.train_seconds += train_seconds
     run.state.images += seen
     group = run.optimizer.param_groups[0]
     return EpochStats(
         epoch=epoch, train_loss=loss_sum / max(1, seen), train_accuracy=correct / max(1, seen),
-        val_accuracy=val, seconds=time.perf_counter() - epoch_start,
+        val_accuracy=val.accuracy, seconds=time.perf_counter() - epoch_start,
         images_per_second=seen / max(train_seconds, 1e-9), steps=run.state.steps,
-        lr=float(group["lr"]),
+        lr=float(group["lr"]), val_balanced_accuracy=val.balanced_accuracy,
     )
 
 
@@ -276,6 +278,7 @@ def make_result(run: Run, stopped: StopReason | None, test: float | None,
         peak, source = state.peak_memory_bytes, "cpu_estimate"
     return FitResult(
         val_accuracy=state.curve[-1].val_accuracy if state.curve else float("nan"),
+        val_balanced_accuracy=state.curve[-1].val_balanced_accuracy if state.curve else None,
         test_accuracy=test, curve=list(state.curve), epochs_run=len(state.curve),
         steps=state.steps, wall_time_s=run.elapsed(),
         images_per_second=state.images / max(state.train_seconds, 1e-9), stopped=stopped,
@@ -285,5 +288,6 @@ def make_result(run: Run, stopped: StopReason | None, test: float | None,
                 "train": {**asdict(run.config), "lr": run.lr, "augment": run.augment,
                           "amp": run.amp, "channels_last": run.maker.channels_last},
                 "dataset": run.data.name, "val_fraction": run.data.val_fraction,
-                "data_seed": run.data.seed, "data_source": run.data.source},
+                "data_seed": run.data.seed, "data_source": run.data.source,
+                **({"data_fingerprint": run.data.fingerprint} if run.data.is_user_data else {})},
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -81,15 +82,29 @@ def model_input_size(model: nn.Module, data: DataSplits) -> int:
     spec = getattr(model, "spec", None)
     if spec is None:
         return data.image_size
-    if spec.in_channels != data.in_channels:
-        raise TrainError(
-            f"the spec takes {spec.in_channels}-channel input but {data.name} images have "
-            f"{data.in_channels} channel(s); set in_channels: {data.in_channels} in the spec")
-    if spec.num_classes != data.num_classes:
-        raise TrainError(
-            f"the spec has {spec.num_classes} classes but {data.name} has "
-            f"{data.num_classes}; set num_classes: {data.num_classes} in the spec")
+    check_spec_fits(spec, data.name, data.in_channels, data.num_classes,
+                    data.image_size if data.is_user_data else None, data.is_user_data)
     return spec.input_size
+
+
+def check_spec_fits(spec: Any, name: str, channels: int, classes: int,
+                    prepared_size: int | None = None, user_data: bool = False) -> None:
+    """Refuses, saying what to set, a spec whose channels, classes or (for user data, which
+    is prepared at one size) input size do not fit the data."""
+    if spec.in_channels != channels:
+        advice = f"set in_channels: {channels} in the spec"
+        if user_data:
+            advice += f", or pass --channels {spec.in_channels} to read the images " \
+                      f"as {'grey' if spec.in_channels == 1 else 'colour'}"
+        raise TrainError(f"the spec takes {spec.in_channels}-channel input but {name} images "
+                         f"have {channels} channel(s); {advice}")
+    if spec.num_classes != classes:
+        raise TrainError(f"the spec has {spec.num_classes} classes but {name} has {classes}; "
+                         f"set num_classes: {classes} in the spec")
+    if prepared_size is not None and spec.input_size != prepared_size:
+        raise TrainError(f"the spec takes {spec.input_size} px input but {name} was prepared "
+                         f"at {prepared_size} px; pass --input-size {prepared_size} or load "
+                         f"the data at {spec.input_size} px")
 
 
 def autocast(device: torch.device, enabled: bool) -> torch.autocast:

@@ -21,6 +21,7 @@ class EpochStats:
     images_per_second: float  # training only
     steps: int = 0  # steps run so far in the whole fit
     lr: float = 0.0  # at the epoch's last step
+    val_balanced_accuracy: float | None = None  # mean per-class recall (None: not measured)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class FitResult:
     memory_source: str = ""  # "cuda_max_allocated" or "cpu_estimate"
     config: dict[str, Any] = field(default_factory=dict)  # budget and config, lr resolved
     resumed_from_epoch: int = 0
+    val_balanced_accuracy: float | None = None  # the last epoch's mean per-class recall
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-safe data (non-finite floats become None)."""

@@ -1,5 +1,6 @@
 """`nas train`'s library half: a spec trained on real data into a run folder (result.json,
-model.safetensors, spec.yaml; checkpoint.pt while it runs, so an interrupted run resumes)."""
+model.safetensors, spec.yaml, data.json: the data card with the label map and normalisation;
+checkpoint.pt while it runs, so an interrupted run resumes)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,6 +20,9 @@ from nas.errors import UserError
 from nas.hashing import content_hash
 from nas.train.config import Budget, TrainConfig
 from nas.train.loop import FitProgress
+
+if TYPE_CHECKING:
+    from nas.data import Progress
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,10 @@ class RunFolder:
     @property
     def lock(self) -> Path:
         return self.path / ".lock"
+
+    @property
+    def data_card(self) -> Path:
+        return self.path / "data.json"
 
     @classmethod
     @contextmanager
@@ -85,7 +93,8 @@ class RunFolder:
         if self.result.exists() and not overwrite:
             raise UserError(f"{self.path}: already holds a result; pass --overwrite or --out DIR")
         if overwrite:
-            for file in (self.result, self.weights, self.spec, self.checkpoint):
+            for file in (self.result, self.weights, self.spec, self.checkpoint,
+                         self.data_card):
                 file.unlink(missing_ok=True)
 
 
@@ -146,11 +155,14 @@ def default_run_path(name: str, arch: Any, budget: Budget, config: TrainConfig,
 
 @dataclass(frozen=True)
 class DataSource:
-    """Which dataset, where its files are, and the seed of its validation split."""
+    """Which data (a built-in name, or a folder or CSV/TSV path), where a built-in's files
+    are, the seed of its validation split, and how user images are prepared."""
 
     dataset: str = "fashion-mnist"
     data_dir: Path | None = None
     split_seed: int = 0
+    input_size: int | None = None  # user data: the prepared size (None: the spec's)
+    channels: int | None = None  # user data: 1 or 3 (None: 3 when any image has colour)
 
 
 class RunResult(BaseModel):
@@ -163,6 +175,7 @@ class RunResult(BaseModel):
     hash: str
     dataset: str
     val_accuracy: float | None
+    val_balanced_accuracy: float | None
     test_accuracy: float | None
     epochs_run: int
     steps: int
@@ -190,10 +203,10 @@ class RunResult(BaseModel):
 
 def train_run(arch: Any, name: str, folder: RunFolder, source: DataSource, device_name: str,
               budget: Budget, config: TrainConfig, progress: FitProgress | None = None,
-              weights: Path | None = None) -> RunResult:
+              weights: Path | None = None, data_progress: Progress | None = None) -> RunResult:
     """Loads data, builds (optionally loading `weights`), trains, measures; writes the folder."""
     from nas.cost import measure
-    from nas.data import load_data
+    from nas.data import describe
     from nas.device import resolve_device
     from nas.io import save_spec
     from nas.train.evaluate import latency_ms
@@ -201,7 +214,7 @@ def train_run(arch: Any, name: str, folder: RunFolder, source: DataSource, devic
     from nas.train.policy import model_input_size
 
     device = resolve_device(device_name)
-    data = load_data(source.dataset, source.data_dir, device, seed=source.split_seed)
+    data = load_run_data(arch, source, device, data_progress)
     model = seeded_build(arch, config.seed)
     if weights is not None:
         from nas.builder.weights import load_weights
@@ -224,9 +237,37 @@ def train_run(arch: Any, name: str, folder: RunFolder, source: DataSource, devic
     )
     save_weights(model, folder.weights)
     save_spec(arch, folder.spec, overwrite=True)
+    write_json(folder.data_card, describe(data))
     folder.result.write_text(json.dumps(result.model_dump(mode="json"), indent=2) + "\n")
     folder.checkpoint.unlink(missing_ok=True)
     return result
+
+
+def load_run_data(arch: Any, source: DataSource, device: Any,
+                  progress: Progress | None = None) -> Any:
+    """The run's DataSplits; user data prepared at the spec's size, and the spec checked
+    against it (channels, classes) from the headers, before any image is decoded."""
+    from nas.data import is_builtin, load_data, peek
+    from nas.data.user import check_options
+    from nas.train.policy import check_spec_fits
+
+    check_options(source.input_size, source.channels)
+    if is_builtin(source.dataset):
+        return load_data(source.dataset, source.data_dir, device, seed=source.split_seed,
+                         channels=source.channels)
+    summary = peek(source.dataset, progress)
+    check_spec_fits(arch, summary.name, source.channels or summary.channels,
+                    summary.num_classes, user_data=True)
+    return load_data(source.dataset, None, device, seed=source.split_seed,
+                     input_size=source.input_size or arch.input_size,
+                     channels=source.channels, progress=progress)
+
+
+def write_json(path: Path, blob: dict[str, Any]) -> None:
+    """Indented JSON, written whole (a temporary file renamed into place)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(blob, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def save_weights(model: Any, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Datasets as uint8 tensors resident on the training device, and the on-device batch pipeline.
+"""The built-in datasets (Fashion-MNIST, MNIST, CIFAR-10) as uint8 tensors on the device.
 
 Sources, in order: an explicit `data_dir`, the user's cache ($NAS_DATA_DIR or
 ~/.cache/nas/datasets), Debian's /usr/share/datasets/<name>/ (package dataset-fashion-mnist),
@@ -17,15 +17,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from nas.errors import UserError
+from nas.data.splits import DataError, DataSplits
 
 CACHE_FORMAT = 1
-
-
-class DataError(UserError):
-    """A dataset that cannot be found, read or used as asked."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +36,9 @@ class DatasetInfo:
     std: tuple[float, ...]
     idx_files: tuple[str, ...] = ()  # MNIST-style raw files (train images/labels, test ...)
     debian_package: str | None = None
-    augment: bool = False  # random crop + flip by default
+    augment: str = "none"  # the default augmentation: none, flip or crop-flip
     download_hint: str = ""
+    classes: tuple[str, ...] = ()  # label index -> name, as torchvision's dataset class has them
 
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -55,45 +51,25 @@ DATASETS: dict[str, DatasetInfo] = {
         download_hint="install the Debian package dataset-fashion-mnist "
                       "(apt install dataset-fashion-mnist) or pass --data-dir DIR with the "
                       "idx files (train-images-idx3-ubyte.gz, ...)",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot"),
     ),
     "mnist": DatasetInfo(
         "mnist", "MNIST", 1, 28, 10, (0.1307,), (0.3081,), MNIST_FILES,
         download_hint="pass --data-dir DIR with the MNIST idx files "
                       "(train-images-idx3-ubyte.gz, ...)",
+        classes=("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five",
+                 "6 - six", "7 - seven", "8 - eight", "9 - nine"),
     ),
     "cifar10": DatasetInfo(
         "cifar10", "CIFAR10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-        augment=True,
+        augment="crop-flip",
         download_hint="pass --data-dir DIR holding cifar-10-python.tar.gz or "
                       "cifar-10-batches-py/",
+        classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"),
     ),
 }
-
-
-@dataclass
-class DataSplits:
-    """Train/validation/test splits: uint8 images [N,C,H,W] and int64 labels on `device`.
-
-    The tensors may be shared between callers (a process caches them): never modify them.
-    """
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
-    in_channels: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    device: torch.device
-    source: str = ""
-    augment: bool = False  # the dataset's default: random crop + flip
-    val_fraction: float = 1 / 12
-    seed: int = 0
 
 
 class RawData(NamedTuple):
@@ -110,11 +86,30 @@ _RAW: dict[tuple[str, str], RawData] = {}
 _SPLITS: dict[tuple, DataSplits] = {}
 
 
+def builtin_key(name: str) -> str:
+    """A dataset name as the registry spells it (fashion_mnist, FashionMNIST: fashion-mnist)."""
+    key = name.lower().replace("_", "-")
+    return "fashion-mnist" if key == "fashionmnist" else key
+
+
+def is_builtin(source: object) -> bool:
+    """Whether `source` names a built-in dataset (a name, never a Path or a path with a /)."""
+    return isinstance(source, str) and builtin_key(source) in DATASETS
+
+
+def check_source(source: str | Path) -> None:
+    """Refuses a name that is neither a built-in dataset nor a path (cheap: one stat)."""
+    if is_builtin(source) or not isinstance(source, str):
+        return
+    looks_like_path = os.sep in source or source.lower().endswith((".csv", ".tsv"))
+    if not looks_like_path and not Path(source).expanduser().exists():
+        raise DataError(f"unknown dataset {source!r}; one of {', '.join(DATASETS)}, or a "
+                        f"folder or .csv/.tsv file of images")
+
+
 def dataset_info(name: str) -> DatasetInfo:
     """The registry entry of a dataset; UserError lists the known names."""
-    key = name.lower().replace("_", "-")
-    if key == "fashionmnist":
-        key = "fashion-mnist"
+    key = builtin_key(name)
     if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; one of {', '.join(DATASETS)}")
     return DATASETS[key]
@@ -131,17 +126,15 @@ def debian_dir(info: DatasetInfo) -> Path | None:
     return Path("/usr/share/datasets") / info.name if info.debian_package else None
 
 
-def load_data(
+def load_builtin(
     dataset: str = "fashion-mnist",
     data_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     val_fraction: float = 1 / 12,
     seed: int = 0,
 ) -> DataSplits:
-    """The dataset's splits on `device`; validation carved from the train set by `seed`."""
+    """A built-in dataset's splits on `device`; validation carved from the train set by `seed`."""
     info = dataset_info(dataset)
-    if not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction must be between 0 and 1 (exclusive), not {val_fraction}")
     device = torch.device(device)
     key = (info.name, str(data_dir), str(device), float(val_fraction), int(seed))
     if key not in _SPLITS:
@@ -168,7 +161,17 @@ def make_splits(
         put(raw.train_x[val_idx]), put(raw.train_y[val_idx]), put(raw.test_x), put(raw.test_y),
         info.num_classes, info.in_channels, info.image_size, info.mean, info.std, device,
         source=raw.source, augment=info.augment, val_fraction=val_fraction, seed=seed,
+        classes=info.classes, fingerprint=raw_fingerprint(info, raw),
     )
+
+
+def raw_fingerprint(info: DatasetInfo, raw: RawData) -> str:
+    """A hash of the decoded images and labels (tells one copy of a dataset from another)."""
+    digest = hashlib.blake2b(f"{info.name}\n".encode(), digest_size=16)
+    for tensor in raw[:4]:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.contiguous().numpy())
+    return digest.hexdigest()
 
 
 def load_raw(info: DatasetInfo, data_dir: str | Path | None = None) -> RawData:
@@ -347,46 +350,6 @@ def torchvision_root(dataset: str = "fashion-mnist", data_dir: str | Path | None
     return downloaded
 
 
-class BatchMaker:
-    """uint8 batches on the device -> normalised float batches at the model's input size."""
-
-    def __init__(self, data: DataSplits, size: int, channels_last: bool = True) -> None:
-        c = data.in_channels
-        std = torch.tensor(data.std, device=data.device).view(1, c, 1, 1)
-        mean = torch.tensor(data.mean, device=data.device).view(1, c, 1, 1)
-        self.scale = 1.0 / (255.0 * std)
-        self.shift = -mean / std
-        self.size = size
-        self.channels_last = channels_last
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augments (when a generator is given), normalises, resizes; all in batch."""
-        if generator is not None:
-            x = random_crop_flip(x, generator)
-        x = torch.addcmul(self.shift, x.float(), self.scale)
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
-                              align_corners=False, antialias=self.size < x.shape[-1])
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random crop (zero padding of size/8) and horizontal flip, in one gather."""
-    n, c, h, w = x.shape
-    pad = max(1, h // 8)
-    padded = x.new_zeros(n, c, h + 2 * pad, w + 2 * pad)
-    padded[:, :, pad:pad + h, pad:pad + w] = x
-    offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    rows = offsets[0, :, None] + torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device).expand(n, w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols) + offsets[1, :, None]
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2)
-
-
-__all__ = ["DATASETS", "BatchMaker", "DataError", "DataSplits", "DatasetInfo", "cache_dir",
-           "dataset_info", "load_data", "random_crop_flip", "torchvision_root"]
+__all__ = ["DATASETS", "DatasetInfo", "RawData", "builtin_key", "cache_dir", "cache_file",
+           "check_source", "dataset_info", "debian_dir", "is_builtin", "load_builtin", "load_raw",
+           "make_splits", "read_cache", "read_torchvision", "torchvision_root", "write_cache"]
