@@ -127,6 +127,8 @@ SLOW_MODULES = {
 }
 # module::function (every parameter), or module::function[id]: what no rule above covers
 SLOW_TESTS = {
+    "test_data_user.py::test_processes_starting_together_prepare_once": "three processes",
+    "test_predict.py::test_predictions_read_images_as_training_read_them": "trains a run",
     "test_analyze.py::test_analyze_finds_the_planted_rule_and_ranks_it_first": "bootstraps",
     "test_analyze.py::test_report_and_analysis_import_no_torch": "a new process",
     "test_bench.py::test_bench_times_both_loops": "trains",
