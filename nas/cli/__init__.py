@@ -16,6 +16,7 @@ from nas.cli import search_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import study_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import analysis_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import confirm_cmds  # noqa: E402,F401  isort: skip
+from nas.cli import scale_cmds  # noqa: E402,F401  isort: skip
 
 
 # typer's usage errors (unknown option, missing option, a value that does not parse) derive from
