@@ -199,3 +199,15 @@ def test_every_mobile_preset_builds_on_meta_within_its_published_size() -> None:
     for name in ("mobilenet_v2", "mobilenet_v3_small", "mnasnet0_5", "efficientnet_b0"):
         costs = MetaCost(name)
         assert costs.cost.macs > 0 and costs.params == count_params(build(name))
+
+
+def test_channels_last_on_the_cpu_ignores_the_narrow_squeeze_convs() -> None:
+    """SE's 1x1 convs on pooled maps (4 channels here) do not make the network NCHW."""
+    from nas.train.policy import use_channels_last
+
+    cpu = torch.device("cpu")
+    with_se = build(SMALL)
+    assert min(m.out_channels for m in with_se.modules() if isinstance(m, torch.nn.Conv2d)) < 16
+    assert use_channels_last(with_se, cpu, None)
+    narrow = build({**SMALL, "stem_width": 8, "divisor": 1})
+    assert not use_channels_last(narrow, cpu, None)  # an 8-channel stem conv still counts
