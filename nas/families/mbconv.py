@@ -10,6 +10,7 @@ table as defaults (nas/families/efficientnet.py); `nas scale` multiplies its mul
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -133,7 +134,7 @@ class MBConvNetSpec(FamilySpec):
     def scaled_depths(self) -> list[int]:
         return [int(math.ceil(depth * self.depth_mult)) for depth in self.depths]
 
-    def stage_rows(self) -> zip:  # type: ignore[type-arg]
+    def stage_rows(self) -> Iterator[tuple[str, int, int, int, int, float, float, str]]:
         """(block, depth, width, stride, kernel, expansion, se_ratio, act) per stage."""
         n = len(self.depths)
         return zip(self.blocks or ("mbconv",) * n, self.scaled_depths(),
