@@ -65,12 +65,12 @@ def measure(spec: Any, layout: torch.memory_format, batch: int, steps: int,
     arch = load_spec(spec)
     model = build(arch).to(memory_format=layout)
     shape = (arch.in_channels, arch.input_size, arch.input_size)
-    rate = math_nan = float("nan")
+    rate = float("nan")
     if train:
         x = torch.randn(batch, *shape).contiguous(memory_format=layout)
         y = torch.randint(0, arch.num_classes, (batch,))
         rate = train_rate(model, x, y, steps)
-    return (rate if train else math_nan), latency_ms(model, shape, warmup=5, repeats=30)
+    return rate, latency_ms(model, shape, warmup=5, repeats=30)
 
 
 def main() -> None:
