@@ -8,7 +8,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from nas.hashing import content_hash
 
-Activation = Literal["relu", "sigmoid", "none"]
+Activation = Literal["relu", "relu6", "hardswish", "silu", "sigmoid", "none"]
+Gate = Literal["sigmoid", "hardsigmoid"]  # squeeze-and-excitation gates
 
 # Upper bounds on sizes. Each is far above what real networks use (the largest shipped preset
 # value in brackets: torchvision's CNNs up to regnet_y_128gf at 384 px, the book's networks) and
@@ -18,7 +19,7 @@ MAX_WIDTH = 16_384  # channels of any layer, widths, growth rates, hidden units 
 MAX_DEPTH = 1_024  # blocks or layers in one stage [48; ResNet-1202 on CIFAR: 200]
 MAX_BLOCKS = 1_024  # in the whole network: stage depths summed, 1 per other stage [104]
 MAX_STAGES = 64  # entries of a per-stage list, hidden layers [5]; lowered stages: 4x [16]
-MAX_INPUT_SIZE = 4_096  # pixels a side: the input, every stage's output, pool sizes [384]
+MAX_INPUT_SIZE = 4_096  # pixels a side: the input, every stage's output, pool sizes [600]
 MAX_KERNEL = 64  # kernel, stride and padding, in pixels [11]
 MAX_CLASSES = 100_000  # [1,000]
 
@@ -68,6 +69,20 @@ def added_field(default: Any, description: str, **constraints: Any) -> Any:
 
 
 NormEps = Annotated[float, Field(gt=0, lt=1)]
+NormMomentum = Annotated[float, Field(gt=0, le=1)]
+
+
+def odd(value: int) -> int:
+    """Refuses an even kernel: with padding k // 2 it would change the size by one."""
+    if value % 2 == 0:
+        raise ValueError(f"kernel {value} must be odd to keep the size")
+    return value
+
+
+OddKernel = Annotated[Kernel, AfterValidator(odd)]
+Expansion = Annotated[float, Field(gt=0, le=64)]
+SERatio = Annotated[float, Field(ge=0, le=1)]
+DropRate = Annotated[float, Field(ge=0, lt=1)]
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
@@ -96,6 +111,9 @@ class ConvStage(Frozen):
     act: Activation = "relu"
     preact: bool = False
     norm_eps: NormEps = added_field(1e-5, "batch norm epsilon (torchvision's GoogLeNet: 0.001)")
+    norm_momentum: NormMomentum = added_field(
+        0.1, "batch norm momentum of the running statistics (torchvision's MobileNetV3: 0.01)"
+    )
 
     def out_size(self, size: int) -> int:
         pad = self.kernel // 2 if self.padding is None else self.padding
@@ -287,9 +305,102 @@ class DropoutStage(Frozen):
         return in_channels
 
 
+class MBConvStage(Frozen):
+    """`depth` inverted residual blocks (MobileNetV2's MBConv): 1x1 expansion -> depthwise kxk
+    -> [squeeze-and-excitation] -> 1x1 projection, plus the input when shapes allow.
+
+    The expansion conv is left out when the expanded width equals the block's input width
+    (expansion 1), as torchvision does; the first block carries the stride.
+    """
+
+    kind: Literal["mbconv"] = "mbconv"
+    depth: Depth = 1
+    width: Width
+    stride: Kernel = 1
+    kernel: OddKernel = 3
+    expansion: Expansion = Field(
+        default=6.0, description="expanded width = round(expansion x the block's input width)"
+    )
+    expanded_width: Width | None = Field(
+        default=None, description="every block's expanded width, instead of the expansion "
+        "(MobileNetV3 lists them)",
+    )
+    se_ratio: SERatio = Field(
+        default=0.0, description="squeeze width = max(1, floor(se_ratio x the block's input "
+        "width)), torchvision's EfficientNet rule; 0: no squeeze-and-excitation",
+    )
+    se_width: Width | None = Field(
+        default=None, description="every block's squeeze width, instead of se_ratio "
+        "(MobileNetV3: a quarter of the expanded width, rounded to 8)",
+    )
+    act: Activation = "relu6"
+    se_act: Activation = "relu"
+    se_gate: Gate = "sigmoid"
+    residual: bool = Field(
+        default=True, description="add the block's input when stride and widths allow"
+    )
+    stochastic_depth: tuple[DropRate, ...] = Field(
+        default=(), max_length=MAX_DEPTH,
+        description="per block, the probability of dropping its residual branch for a sample "
+        "in training (identity in eval); empty: none",
+    )
+    norm_eps: NormEps = 1e-5
+    norm_momentum: NormMomentum = 0.1
+
+    @model_validator(mode="after")
+    def _one_rate_per_block(self) -> MBConvStage:
+        rates = len(self.stochastic_depth)
+        if rates not in (0, self.depth):
+            raise ValueError(f"stochastic_depth has {rates} rates for {self.depth} blocks; "
+                             "give one per block or none")
+        return self
+
+    def expanded(self, w_in: int) -> int:
+        """The expanded width of a block whose input has `w_in` channels."""
+        if self.expanded_width is not None:
+            return self.expanded_width
+        return int(round(w_in * self.expansion))
+
+    def squeeze(self, w_in: int) -> int:
+        """The squeeze width of a block's SE (0: none)."""
+        if self.se_width is not None:
+            return self.se_width
+        return max(1, int(w_in * self.se_ratio)) if self.se_ratio > 0 else 0
+
+    def drop_rate(self, block: int) -> float:
+        return self.stochastic_depth[block] if self.stochastic_depth else 0.0
+
+    def check_input(self, in_channels: int, index: int) -> None:
+        """Expanded widths within 1..MAX_WIDTH for the first block's input and the others'."""
+        for w_in in {in_channels, self.width}:
+            wide = self.expanded(w_in)
+            if wide < 1:
+                raise ValueError(f"stage {index} ({self.kind}): expanded width rounds to "
+                                 f"{wide} channels (expansion {self.expansion:g} x {w_in} "
+                                 "input channels)")
+            if wide > MAX_WIDTH:
+                raise ValueError(f"stage {index} ({self.kind}): expanded width {wide} "
+                                 f"(expansion {self.expansion:g} x {w_in}): at most "
+                                 f"{MAX_WIDTH} channels")
+
+    def out_size(self, size: int) -> int:
+        return conv_out(size, self.kernel, self.stride, self.kernel // 2)
+
+    def out_channels(self, in_channels: int) -> int:
+        return self.width
+
+
+class FusedMBConvStage(MBConvStage):
+    """`depth` fused inverted residual blocks (EfficientNetV2): kxk expansion ->
+    [squeeze-and-excitation] -> 1x1 projection; with expansion 1, one kxk conv."""
+
+    kind: Literal["fused_mbconv"] = "fused_mbconv"  # type: ignore[assignment]
+
+
 StageSpec = Annotated[
     ConvStage | PoolStage | ResidualStage | DenseStage | TransitionStage
-    | InceptionStage | MLPConvStage | NormActStage | DropoutStage,
+    | InceptionStage | MLPConvStage | NormActStage | DropoutStage | MBConvStage
+    | FusedMBConvStage,
     Field(discriminator="kind"),
 ]
 
@@ -382,7 +493,10 @@ def check_output(stage: BaseModel, index: int, channels: int, size: int) -> None
 
 
 def check_stage(stage: BaseModel, in_channels: int, index: int) -> None:
-    """Checks that need the incoming channel count (group divisibility)."""
+    """Checks that need the incoming channel count (group divisibility, expanded widths)."""
+    check_input = getattr(stage, "check_input", None)
+    if check_input is not None:
+        check_input(in_channels, index)
     groups = getattr(stage, "groups", 1)
     if isinstance(stage, ConvStage) and (in_channels % groups or stage.width % groups):
         raise ValueError(

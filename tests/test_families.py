@@ -160,6 +160,60 @@ STRATEGIES: dict[str, st.SearchStrategy[dict[str, Any]]] = {
          "pool_style": st.sampled_from(["book", "torchvision"]),
          "dropout": st.sampled_from([0.0, 0.2])},
     ),
+    "mobilenet_v2": with_lists(
+        family_dict(
+            "mobilenet_v2", {"input_size": SIZES},
+            {"width_mult": st.sampled_from([0.1, 0.25, 0.5]),
+             "round_nearest": st.sampled_from([1, 8]), "stem_width": WIDTHS,
+             "head_width": WIDTHS, "dropout": st.sampled_from([0.0, 0.2])},
+        ),
+        per_stage(expansions=st.sampled_from([1, 2.5, 6, 6, 0]), widths=WIDTHS,
+                  depths=st.sampled_from([1, 2, 1, 2, 0]), strides=st.integers(1, 2)),
+    ),
+    "mobilenet_v3": with_lists(
+        family_dict(
+            "mobilenet_v3", {"input_size": SIZES},
+            {"width_mult": st.sampled_from([0.25, 0.5, 1.0]), "stem_width": WIDTHS,
+             "last_channel": WIDTHS, "dropout": st.sampled_from([0.0, 0.2])},
+        ),
+        per_stage(kernels=st.sampled_from([3, 4, 5]), expanded_widths=WIDTHS, widths=WIDTHS,
+                  se=BOOLS, acts=st.sampled_from(["relu", "hardswish"]),
+                  strides=st.integers(1, 2)),
+    ),
+    "mnasnet": with_lists(
+        family_dict(
+            "mnasnet", {"input_size": SIZES},
+            {"alpha": st.sampled_from([0.1, 0.25, 0.5]), "stem_width": WIDTHS,
+             "separable_width": WIDTHS, "head_width": WIDTHS},
+        ),
+        per_stage(expansions=st.sampled_from([1, 3, 6]), kernels=st.sampled_from([3, 5, 3, 5, 6]),
+                  depths=st.sampled_from([1, 2, 1, 2, 0]), widths=WIDTHS,
+                  strides=st.integers(1, 2)),
+    ),
+    "mbconv": with_lists(
+        family_dict(
+            "mbconv", {"input_size": SIZES},
+            {"act": st.sampled_from(["relu", "relu6", "hardswish", "silu"]),
+             "se_act": st.none() | st.sampled_from(["relu", "silu"]),
+             "se_gate": st.sampled_from(["sigmoid", "hardsigmoid"]), "stem_width": WIDTHS,
+             "stem_stride": st.integers(1, 2), "head_width": st.none() | WIDTHS,
+             "width_mult": st.sampled_from([0.5, 1.0]), "depth_mult": st.sampled_from([0.5, 1.0]),
+             "divisor": st.sampled_from([1, 8]),
+             "stochastic_depth": st.sampled_from([0.0, 0.2])},
+        ),
+        per_stage(depths=st.integers(1, 2), widths=WIDTHS,
+                  expansions=st.sampled_from([1, 3, 6, 6, 3, 0.01]),
+                  kernels=st.sampled_from([3, 5, 3, 5, 7, 4]),
+                  strides=st.integers(1, 2), se_ratios=st.sampled_from([0, 0.25, 0, 0.25, 1.5]),
+                  blocks=st.sampled_from(["mbconv", "fused"]),
+                  acts=st.sampled_from(["relu", "silu"])),
+    ),
+    "efficientnet": family_dict(
+        "efficientnet", {"input_size": SIZES, "width_mult": st.sampled_from([0.1, 0.25]),
+                         "depth_mult": st.sampled_from([0.1, 0.3])},
+        {"stem_stride": st.integers(1, 2), "dropout": st.sampled_from([0.0, 0.2]),
+         "stochastic_depth": st.sampled_from([0.0, 0.2, 1.0])},
+    ),
     "lenet": family_dict(
         "lenet", {"input_size": SIZES},
         {"widths": st.lists(st.integers(2, 16), min_size=1, max_size=3),
@@ -302,7 +356,8 @@ REFUSALS = [
     pytest.param(
         {"family": "mobilenet", "width": 1.0},
         "unknown 'family' mobilenet; expected one of 'vgg', 'resnet', 'resnext', 'densenet', "
-        "'regnet', 'anynet', 'alexnet', 'nin', 'googlenet', 'lenet'",
+        "'regnet', 'anynet', 'alexnet', 'nin', 'googlenet', 'lenet', 'mobilenet_v2', "
+        "'mobilenet_v3', 'mnasnet', 'mbconv', 'efficientnet'",
         id="unknown-family",
     ),
     pytest.param({"conv_arch": [[1, 8]]}, "family: missing", id="no-family"),
@@ -428,6 +483,8 @@ def largest_sizes(net: NetworkSpec) -> dict[str, tuple[int, int]]:
         for name in ("width", "growth_rate", "bottleneck_width", "c1", "c2", "c3", "c4"):
             value = getattr(stage, name, None)  # c2, c3: (reduce, out) pairs
             widths += list(value) if isinstance(value, tuple) else [value] if value else []
+        if hasattr(stage, "expanded"):  # inverted residuals: the widest layer is the expanded one
+            widths.append(stage.expanded(stage.width))
         pixels += [getattr(stage, name, None) or 0 for name in ("kernel", "stride", "padding")]
     return {
         "channels": (max(widths + [c for c, _ in net.trace()] + list(net.head.hidden)), MAX_WIDTH),
@@ -442,12 +499,12 @@ def largest_sizes(net: NetworkSpec) -> dict[str, tuple[int, int]]:
 
 def test_every_preset_is_far_within_the_bounds() -> None:
     largest: Counter[str] = Counter()
-    for name in preset_names():  # torchvision's CNNs up to regnet_y_128gf at 384, the book's
+    for name in preset_names():  # torchvision's CNNs up to regnet_y_128gf, the book's
         for kind, (value, bound) in largest_sizes(load_spec(name).lower()).items():
             largest[kind] = max(largest[kind], value)
             assert 2 * value <= bound, f"{name}: {kind} {value} is not far below {bound}"
     assert largest["channels"] == 7392 and largest["blocks"] == 104  # regnet_y_128gf, densenet201
-    assert largest["input_size"] == 384 and largest["kernel"] == 11
+    assert largest["input_size"] == 600 and largest["kernel"] == 11  # efficientnet_b7
 
 
 def test_grouped_conv_channels_must_divide() -> None:

@@ -1,25 +1,28 @@
-"""Blocks with more than one path: residual, dense, inception, squeeze-excitation."""
+"""Blocks with more than one path: residual, inverted residual (MBConv), dense, inception,
+squeeze-excitation."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from nas.builder.layers import ConvNormAct
-from nas.specs import DenseStage, InceptionStage, ResidualStage
+from nas.builder.layers import ConvNormAct, StochasticDepth, activation
+from nas.specs import DenseStage, InceptionStage, MBConvStage, ResidualStage
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gating: global pool -> 1x1 reduce -> ReLU -> 1x1 expand -> sigmoid."""
+    """Channel gating: global pool -> 1x1 reduce -> act -> 1x1 expand -> gate."""
 
-    def __init__(self, width: int, squeeze: int) -> None:
+    def __init__(self, width: int, squeeze: int, act: str = "relu", gate: str = "sigmoid",
+                 ) -> None:
         super().__init__()
         self.reduce = nn.Conv2d(width, squeeze, 1)
         self.expand = nn.Conv2d(squeeze, width, 1)
+        self.act, self.gate = activation(act), activation(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)
-        return x * torch.sigmoid(self.expand(torch.relu(self.reduce(s))))
+        return x * self.gate(self.expand(self.act(self.reduce(s))))
 
 
 class ResidualBlock(nn.Module):
@@ -61,6 +64,57 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.branch(x) + self.shortcut(x))
+
+
+class InvertedResidual(nn.Module):
+    """A branch (built by the subclass) plus the input when stride 1 keeps the width;
+    stochastic depth drops the branch per sample in training."""
+
+    def __init__(self, w_in: int, stage: MBConvStage, stride: int, drop: float) -> None:
+        super().__init__()
+        self.block = nn.Sequential(*self._layers(w_in, stage, stride))
+        self.residual = stage.residual and stride == 1 and w_in == stage.width
+        self.drop = StochasticDepth(drop) if drop > 0 else nn.Identity()
+
+    def _layers(self, w_in: int, stage: MBConvStage, stride: int) -> list[nn.Module]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _se(stage: MBConvStage, w_in: int, wide: int) -> list[nn.Module]:
+        """The squeeze-and-excitation of a block whose input has w_in channels, if any."""
+        squeeze = stage.squeeze(w_in)
+        return [SqueezeExcite(wide, squeeze, stage.se_act, stage.se_gate)] if squeeze else []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return self.drop(out) + x if self.residual else out
+
+
+class MBConv(InvertedResidual):
+    """1x1 expansion (left out at expansion 1), depthwise kxk, [SE], 1x1 projection."""
+
+    def _layers(self, w_in: int, stage: MBConvStage, stride: int) -> list[nn.Module]:
+        wide, k, act = stage.expanded(w_in), stage.kernel, stage.act
+        norm = {"eps": stage.norm_eps, "momentum": stage.norm_momentum}
+        layers = [ConvNormAct(w_in, wide, 1, act=act, **norm)] if wide != w_in else []
+        layers.append(ConvNormAct(wide, wide, k, stride, groups=wide, act=act, **norm))
+        layers += self._se(stage, w_in, wide)
+        layers.append(ConvNormAct(wide, stage.width, 1, act="none", **norm))
+        return layers
+
+
+class FusedMBConv(InvertedResidual):
+    """kxk expansion, [SE], 1x1 projection; at expansion 1 one kxk conv (EfficientNetV2)."""
+
+    def _layers(self, w_in: int, stage: MBConvStage, stride: int) -> list[nn.Module]:
+        wide, k, act = stage.expanded(w_in), stage.kernel, stage.act
+        norm = {"eps": stage.norm_eps, "momentum": stage.norm_momentum}
+        if wide == w_in:
+            return [ConvNormAct(w_in, stage.width, k, stride, act=act, **norm),
+                    *self._se(stage, w_in, stage.width)]
+        return [ConvNormAct(w_in, wide, k, stride, act=act, **norm),
+                *self._se(stage, w_in, wide),
+                ConvNormAct(wide, stage.width, 1, act="none", **norm)]
 
 
 class DenseBlock(nn.Module):

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import torch
 from torch import nn
 
-ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid, "none": nn.Identity}
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "relu6": lambda: nn.ReLU6(inplace=True),
+    "hardswish": lambda: nn.Hardswish(inplace=True),
+    "silu": lambda: nn.SiLU(inplace=True),
+    "sigmoid": nn.Sigmoid,
+    "hardsigmoid": nn.Hardsigmoid,
+    "none": nn.Identity,
+}
 
 
 def activation(name: str) -> nn.Module:
@@ -31,15 +40,35 @@ class ConvNormAct(nn.Sequential):
         act: str = "relu",
         preact: bool = False,
         eps: float = 1e-5,
+        momentum: float = 0.1,
     ) -> None:
         pad = kernel // 2 if padding is None else padding
         conv = nn.Conv2d(w_in, w_out, kernel, stride, pad, groups=groups, bias=bias)
         if preact:
-            layers = [nn.BatchNorm2d(w_in, eps)] if norm else []
+            layers = [nn.BatchNorm2d(w_in, eps, momentum)] if norm else []
             super().__init__(*layers, activation(act), conv)
         else:
-            layers = [nn.BatchNorm2d(w_out, eps)] if norm else []
+            layers = [nn.BatchNorm2d(w_out, eps, momentum)] if norm else []
             super().__init__(conv, *layers, activation(act))
+
+
+class StochasticDepth(nn.Module):
+    """In training, zeroes a whole sample's residual branch with probability `p` and scales the
+    others by 1 / (1 - p) (torchvision's "row" mode); identity in eval."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        noise = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * noise.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 @contextlib.contextmanager

@@ -6,13 +6,15 @@ from collections.abc import Callable
 
 from torch import nn
 
-from nas.builder.blocks import DenseBlock, Inception, ResidualBlock
+from nas.builder.blocks import DenseBlock, FusedMBConv, Inception, MBConv, ResidualBlock
 from nas.builder.layers import ConvNormAct, activation
 from nas.specs import (
     ConvStage,
     DenseStage,
     DropoutStage,
+    FusedMBConvStage,
     InceptionStage,
+    MBConvStage,
     MLPConvStage,
     NormActStage,
     PoolStage,
@@ -42,6 +44,7 @@ def _conv(w_in: int, s: ConvStage) -> nn.Module:
             ConvNormAct(
                 w_in if i == 0 else s.width, s.width, s.kernel, s.stride if i == 0 else 1,
                 s.padding, s.groups, s.bias, s.norm, s.act, s.preact, s.norm_eps,
+                s.norm_momentum,
             )
         )
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
@@ -92,3 +95,15 @@ def _norm_act(w_in: int, s: NormActStage) -> nn.Module:
 @register("dropout")
 def _dropout(w_in: int, s: DropoutStage) -> nn.Module:
     return nn.Dropout(s.p)
+
+
+@register("mbconv")
+def _mbconv(w_in: int, s: MBConvStage) -> nn.Module:
+    return nn.Sequential(*(MBConv(w_in if i == 0 else s.width, s, s.stride if i == 0 else 1,
+                                  s.drop_rate(i)) for i in range(s.depth)))
+
+
+@register("fused_mbconv")
+def _fused_mbconv(w_in: int, s: FusedMBConvStage) -> nn.Module:
+    return nn.Sequential(*(FusedMBConv(w_in if i == 0 else s.width, s, s.stride if i == 0 else 1,
+                                       s.drop_rate(i)) for i in range(s.depth)))

@@ -10,6 +10,10 @@ from nas.families.anynet import AnyNetSpec
 from nas.families.base import FamilySpec
 from nas.families.classic import AlexNetSpec, GoogLeNetSpec, LeNetSpec, NiNSpec
 from nas.families.densenet import DenseNetSpec
+from nas.families.efficientnet import EfficientNetSpec
+from nas.families.mbconv import MBConvNetSpec
+from nas.families.mnasnet import MnasNetSpec
+from nas.families.mobilenet import MobileNetV2Spec, MobileNetV3Spec
 from nas.families.regnet import RegNetSpec
 from nas.families.resnet import ResNetSpec, ResNeXtSpec
 from nas.families.vgg import VGGSpec
@@ -25,11 +29,17 @@ FAMILIES: tuple[type[FamilySpec], ...] = (
     NiNSpec,
     GoogLeNetSpec,
     LeNetSpec,
+    MobileNetV2Spec,
+    MobileNetV3Spec,
+    MnasNetSpec,
+    MBConvNetSpec,
+    EfficientNetSpec,
 )
 
 ArchSpec = Annotated[
     VGGSpec | ResNetSpec | ResNeXtSpec | DenseNetSpec | RegNetSpec | AnyNetSpec
-    | AlexNetSpec | NiNSpec | GoogLeNetSpec | LeNetSpec,
+    | AlexNetSpec | NiNSpec | GoogLeNetSpec | LeNetSpec | MobileNetV2Spec | MobileNetV3Spec
+    | MnasNetSpec | MBConvNetSpec | EfficientNetSpec,
     Field(discriminator="family"),
 ]
 ARCH_ADAPTER: TypeAdapter[FamilySpec] = TypeAdapter(ArchSpec)
