@@ -452,7 +452,7 @@ def test_a_space_refuses_data_outside_its_input_sizes_and_says_what_would_fit() 
     assert str(info.value) == (
         "space resnext is for inputs of 16-64 px (its input_sizes); the data is 96 px: resize "
         "the images to 16-64 px, pass --stem imagenet (the space then takes 32-128 px), or use a "
-        "space for 96 px (resnet_224)")
+        "space for 96 px (mbconv_224, resnet_224)")
     with pytest.raises(SpecError, match="^space vgg is for inputs of 16-64 px .*: resize the "
                                         "images to 16-64 px, or use a space for 224 px"):
         load_space("vgg").check_input_size(224)  # no stem to change in a VGG
