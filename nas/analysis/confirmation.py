@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from nas.analysis.trust import Correlation, NoiseFloor, noise_floor, rank_correlations
 from nas.study import StudySettings, StudyTrial, study_trials
 from nas.study.queries import pareto_mask
+from nas.study.record import SCORES
 
 MIN_FOR_RANKS = 3
 
@@ -99,7 +100,7 @@ def mark_front(archs: list[Architecture], costs: list[str]) -> list[int]:
 def summarize(source: optuna.Study, confirm: optuna.Study, seed: int = 0) -> ConfirmSummary:
     """The findings of `confirm` (the linked study) about `source` so far."""
     settings = StudySettings.from_study(confirm)
-    costs = [o for o in (settings.objectives or []) if o != "accuracy"]
+    costs = [o for o in (settings.objectives or []) if o not in SCORES]
     runs = study_trials(confirm)
     archs = architectures(study_trials(source), runs, costs)
     front = mark_front(archs, costs)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from nas.cli.app import app, console, err_console
 from nas.cli.progress import interruptible
+from nas.cli.train_cmds import Channels, DataPath
 from nas.errors import UserError
 from nas.search.samplers import SAMPLERS
 
@@ -37,7 +38,8 @@ def search(
         help="Optuna storage URL (default sqlite:///studies/<study>.db).")] = None,
     sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLERS)}.")] = "tpe",
     objectives: Annotated[str, typer.Option(
-        help="accuracy, then any of params, macs, latency (comma-separated).")] = "accuracy,params",
+        help="accuracy or balanced_accuracy (mean per-class recall, for imbalanced classes), "
+             "then any of params, macs, latency (comma-separated).")] = "accuracy,params",
     max_params: Annotated[int | None, typer.Option(help="Infeasible above this.")] = None,
     max_macs: Annotated[int | None, typer.Option(help="Infeasible above this.")] = None,
     max_memory: Annotated[str | None, typer.Option(
@@ -60,6 +62,18 @@ def search(
     dataset: Annotated[str | None, typer.Option(
         help="fashion-mnist (default), mnist or cifar10.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="Where the dataset files are.")] = None,
+    data: DataPath = None,
+    input_size: Annotated[int | None, typer.Option(
+        help="The side images are prepared at and networks take (default: the space's, the "
+             "dataset's, or your images' median shorter side within the space's input_sizes; "
+             "printed).")] = None,
+    channels: Channels = None,
+    augment: Annotated[str | None, typer.Option(
+        help="none, flip or crop-flip, on the device (default: the data's: crop-flip for your "
+             "images up to 64 px, flip above; none for Fashion-MNIST).")] = None,
+    stem: Annotated[str | None, typer.Option(
+        help="Replace the space's stem (simple, imagenet, small) to search inputs of another "
+             "size: the space becomes <space>-<stem>-stem, a study of its own.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of data split, init, sampler.")] = None,
     sampler_seed: Annotated[int | None, typer.Option(
         help="Seed of the sampler alone (default: --seed): other searches of the same "
@@ -98,10 +112,16 @@ def search(
 
     time_s = None if time is None else parse_duration(time)
     trials = 50 if trials is None and time_s is None else trials
+    if data is not None and dataset is not None:
+        raise UserError("give --data or --dataset, not both (--data also takes a built-in name)")
+    searched = load_space(space)
+    if stem is not None:
+        searched = searched.with_stem(stem)
     req = SearchRequest(
-        space=load_space(space), trials=trials, study=study, storage=storage, sampler=sampler,
+        space=searched, trials=trials, study=study, storage=storage, sampler=sampler,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
-        dataset=dataset, data_dir=data_dir, epochs=epochs, subset=subset,
+        dataset=data or dataset, data_dir=data_dir, input_size=input_size, channels=channels,
+        augment=augment, epochs=epochs, subset=subset,
         batch_size=batch_size, lr=lr, seed=seed, sampler_seed=sampler_seed,
         max_params=max_params, max_macs=max_macs,
         max_memory=parse_memory_option(max_memory),
@@ -158,8 +178,18 @@ def run_with_progress(req: SearchRequest, jobs: int, quiet: bool = False) -> opt
         def notify(text: str) -> None:  # a storage outage, once however many workers see it
             say(progress, f"  {text}")
 
+        preparing: dict[str, Any] = {}
+
+        def prepare(phase: str, done: int, total: int) -> None:  # user images, decoded once
+            if "task" not in preparing:
+                preparing["task"] = progress.add_task(phase, total=total or None)
+            progress.update(preparing["task"], description=phase, completed=done,
+                            total=total or None)
+            if total and done >= total:
+                progress.remove_task(preparing.pop("task"))
+
         return search(req, jobs, on_start=on_start, on_event=on_event, poll=poll,
-                      notify=notify, clock=clock)
+                      notify=notify, clock=clock, progress=prepare)
 
 
 def say(progress: Progress, text: str) -> None:

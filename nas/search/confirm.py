@@ -23,6 +23,7 @@ from nas.search.objective import (
     TrialFailure,
     checkpoint_path,
     guarded,
+    objective_values,
     train_and_record,
 )
 from nas.search.request import checkpoint_dir
@@ -87,6 +88,9 @@ class Plan:
     objectives: list[str]
     directions: list[str]
     specs: dict[int, TrialRecord] = field(default_factory=dict)  # source records by number
+    # how the search's images became its networks' input (its input size, channels,
+    # augmentation and the images' fingerprint): the confirmation trains on the same
+    data: dict[str, Any] = field(default_factory=dict)
 
     def jobs(self) -> list[tuple[int, int, str]]:
         """(source trial, seed, group) of every run."""
@@ -179,7 +183,9 @@ def make_plan(source: optuna.Study, settings: StudySettings, req: ConfirmRequest
     return Plan(front=front, control=control, seeds=[base + 1 + i for i in range(seeds)],
                 budget=budget, objectives=objectives,
                 directions=[d.name.lower() for d in source.directions],
-                specs={n: records[n] for n in front + control})
+                specs={n: records[n] for n in front + control},
+                data={"input_size": settings.input_size, "channels": settings.channels,
+                      "augment": settings.augment, "fingerprint": settings.data_fingerprint})
 
 
 def open_confirm_study(source: optuna.Study, req: ConfirmRequest, the_plan: Plan,
@@ -252,7 +258,8 @@ class ConfirmObjective:
         write_trial(trial, **source.model_dump(include=set(COPIED_COSTS), exclude_none=True))
         b = self.the_plan.budget
         budget = Budget(epochs=b["epochs"], subset=b["subset"], batch_size=b["batch_size"])
-        config = replace(TrainConfig(lr=b["lr"]), seed=job.seed)
+        config = replace(TrainConfig(lr=b["lr"], augment=self.the_plan.data.get("augment")),
+                         seed=job.seed)
 
         def run() -> Any:
             model = seeded_build(parse_spec(job.spec, f"trial {trial.number}"), job.seed)
@@ -260,16 +267,21 @@ class ConfirmObjective:
             return train_and_record(
                 trial, model.to(self.device), self.data, budget, config,
                 checkpoint_path(trial, self.checkpoint_dir, name), None,
-                lambda accuracy: values_of(self.the_plan.objectives, source, accuracy))
+                lambda result: objective_values(self.the_plan.objectives, source, result))
 
         return guarded(trial, run)
 
 
-def values_of(objectives: list[str], source: TrialRecord, accuracy: float) -> Any:
-    """The confirmation run's objective values: its accuracy, the source's costs."""
-    out = [accuracy if o == "accuracy" else float(source.objective(o) or 0.0)
-           for o in objectives]
-    return out[0] if len(out) == 1 else tuple(out)
+def load_plan_data(the_plan: Plan, req: ConfirmRequest, device: str) -> Any:
+    """The search's data, as its study recorded it (user images: the same version, prepared
+    at the same size, or a one-line refusal when they changed)."""
+    from nas.data import is_builtin, load_data
+
+    b, d = the_plan.budget, the_plan.data
+    return load_data(b["dataset"], req.data_dir if is_builtin(b["dataset"]) else None, device,
+                     seed=b["seed"], input_size=None if is_builtin(b["dataset"])
+                     else d.get("input_size"), channels=d.get("channels"),
+                     fingerprint=d.get("fingerprint"))
 
 
 def open_source(req: ConfirmRequest, notify: Any = None, worker: bool = False) -> optuna.Study:
@@ -307,14 +319,12 @@ class ConfirmWork:
 
     def open_session(self, notify: Any, worker: bool, opened: Any = None) -> Session:
         """Opens the source and the linked study, loads the data, builds the run objective."""
-        from nas.data import load_data
 
         req = self.req
         source = open_source(req, notify, worker)
         the_plan = plan(source, req)
         study = open_confirm_study(source, req, the_plan)
-        b = the_plan.budget
-        data = load_data(b["dataset"], req.data_dir, req.device, seed=b["seed"])
+        data = load_plan_data(the_plan, req, req.device)
         objective = ConfirmObjective(data, the_plan, req.device,
                                      checkpoint_dir(req.source.url, study.study_name))
         return Session(study, objective, req.source.url, catch=(TrialFailure,), queue_only=True)
@@ -324,7 +334,6 @@ def confirm(req: ConfirmRequest, jobs: int = 1, notify: Any = None, on_event: An
             poll: Any = None, on_start: Any = None) -> tuple[optuna.Study, Plan]:
     """Plans, queues and runs the confirmation (in `jobs` workers of the pool); returns the
     linked study and the plan (summarize them with nas.analysis.confirmation)."""
-    from nas.data import load_data
 
     req.check()
     source = open_source(req, notify)
@@ -335,7 +344,7 @@ def confirm(req: ConfirmRequest, jobs: int = 1, notify: Any = None, on_event: An
         on_start(study, the_plan)
     if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
         return study, the_plan  # all done: a rerun reads the findings, loads no data
-    load_data(the_plan.budget["dataset"], req.data_dir, "cpu", seed=the_plan.budget["seed"])
+    load_plan_data(the_plan, req, "cpu")
     run_pool(ConfirmWork(req), jobs, study, poll=poll, notify=notify, on_event=on_event)
     return study, the_plan
 

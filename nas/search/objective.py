@@ -9,7 +9,7 @@ import gc
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,15 +29,16 @@ from nas.search.pruning import CostAwareHalving, Peer
 from nas.search.space import SAMPLING, SearchSpace
 from nas.study import COSTS, OBJECTIVE_FIELDS, StudyTrial, TrialRecord, study_trials, write_trial
 from nas.study.outage import StorageBroken, StorageUnavailable, impatient
-from nas.study.record import TIME_UP, record_part
+from nas.study.record import SCORES, TIME_UP, record_part
 from nas.train import Budget, EpochStats, FitResult, TrainConfig, fit, latency_ms, seeded_build
 from nas.train.checkpoint import CheckpointError
 
 T = TypeVar("T")
 log = logging.getLogger("nas.search")
 PROXY_BATCH = 64  # images the zero-cost proxies see
-RESULT_FIELDS = ("val_accuracy", "curve", "loss_curve", "wall_time_s", "images_per_second",
-                 "epochs_run", "steps", "seed", "device", "environment", "trained")
+RESULT_FIELDS = ("val_accuracy", "val_balanced_accuracy", "curve", "loss_curve", "wall_time_s",
+                 "images_per_second", "epochs_run", "steps", "seed", "device", "environment",
+                 "trained")
 
 
 class TrialFailure(Exception):
@@ -61,6 +62,7 @@ class TrialSettings:
     checkpoint_dir: Path | None = None
     fidelity: Fidelity | None = None  # multi-fidelity rungs, replacing cost-aware halving
     proxies: bool = True  # zero-cost proxies of each trained trial, before training
+    input_size: int | None = None  # the networks' input side (None: the space's, else data's)
     sampling: int = SAMPLING  # the study's sampling scheme: how the space asks the trial
     deadline: float | None = None  # time.time() when the search's time is up: trials stop
 
@@ -76,7 +78,7 @@ class TrialSettings:
     @property
     def halving_cost(self) -> str:
         """The cost early stopping compares trials on: the first cost objective, else params."""
-        return next((o for o in self.objectives if o != "accuracy"), "params")
+        return next((o for o in self.objectives if o not in SCORES), "params")
 
 
 class Objective:
@@ -85,8 +87,9 @@ class Objective:
     def __init__(self, space: SearchSpace, data: DataSplits, settings: TrialSettings) -> None:
         self.space, self.data, self.settings = space, data, settings
         self.batches: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        size = settings.input_size or space.fixed.get("input_size", data.image_size)
         self.data_fields = {"in_channels": data.in_channels, "num_classes": data.num_classes,
-                            "input_size": space.fixed.get("input_size", data.image_size)}
+                            "input_size": size}
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         try:
@@ -103,21 +106,21 @@ class Objective:
         over = self._gate(trial, costs)
         if over:
             record = write_trial(trial, **costs.figures(), trained=False, reason=over)
-            return self._values(record, 0.0)
+            return self._values(record, None)
         model = seeded_build(spec, s.config.seed)  # as `nas train` builds it, for export
         record = write_trial(trial, **costs.figures(measure_all=True), latency_ms=latency_ms(
             model, (1, spec.in_channels, spec.input_size, spec.input_size), s.device))
         reused = find_reusable(trial, spec.content_hash(), s.budget_key())
         if reused is not None:
             copy_result(trial, reused)
-            return self._values(record, reused.record.val_accuracy)
+            return self._values(record, reused.record)
         if s.proxies:
             self._record_proxies(trial, model, spec.input_size)
         checkpoint = checkpoint_path(trial, s.checkpoint_dir, spec.content_hash())
         cut: list[int] = []  # the epoch at which the time ran out, if it did
         return train_and_record(trial, model.to(s.device), self.data, s.budget, s.config,
                                 checkpoint, self._on_epoch(trial, record, cut),
-                                lambda accuracy: self._values(record, accuracy),
+                                lambda result: self._values(record, result),
                                 keep_checkpoint=lambda: bool(cut))
 
     def proxy_batch(self, input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,14 +195,12 @@ class Objective:
         over = [c.text for c in checks.values() if c.excess > 0]
         return f"over_budget: {'; '.join(over)}" if over else None
 
-    def _values(self, cost: TrialRecord, accuracy: float | None) -> float | tuple[float, ...]:
-        """Objective values; a cost a gated trial did not measure counts as infinite, so the
-        sampler never takes it for a cheap point."""
-        out = []
-        for o in self.settings.objectives:
-            value = (accuracy or 0.0) if o == "accuracy" else cost.objective(o)
-            out.append(math.inf if value is None else float(value))
-        return out[0] if len(out) == 1 else tuple(out)
+    def _values(self, cost: TrialRecord, scored: Any) -> float | tuple[float, ...]:
+        """Objective values: the scores of `scored` (a FitResult or a record with
+        val_accuracy and val_balanced_accuracy; None: untrained, 0), then the costs; a cost a
+        gated trial did not measure counts as infinite, so the sampler never takes it for a
+        cheap point."""
+        return objective_values(self.settings.objectives, cost, scored)
 
     def _on_epoch(self, trial: optuna.Trial, cost: TrialRecord, cut: list[int]):  # noqa: ANN202
         curve: list[float | None] = []
@@ -262,6 +263,21 @@ class Objective:
         return bracket
 
 
+def objective_values(objectives: Sequence[str], cost: TrialRecord, scored: Any,
+                     ) -> float | tuple[float, ...]:
+    """Values in `objectives` order: accuracy and balanced accuracy from `scored` (anything
+    with val_accuracy and val_balanced_accuracy; None: untrained, 0), costs from `cost` (one
+    not measured: inf)."""
+    out = []
+    for o in objectives:
+        if o in SCORES:
+            value = 0.0 if scored is None else getattr(scored, OBJECTIVE_FIELDS[o]) or 0.0
+        else:
+            value = cost.objective(o)
+        out.append(math.inf if value is None else float(value))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 def guarded(trial: optuna.Trial, body: Callable[[], T]) -> T:
     """Runs a trial's body: what one trial can fail on (out of memory, a data error) fails it
     with a reason and the study goes on; what every trial would fail on (the storage, a disk
@@ -286,7 +302,7 @@ def guarded(trial: optuna.Trial, body: Callable[[], T]) -> T:
 def train_and_record(trial: optuna.Trial, model: Any, data: DataSplits, budget: Budget,
                      config: TrainConfig, checkpoint: Path | None,
                      on_epoch: Callable[[EpochStats], bool] | None,
-                     values_of: Callable[[float], Any],
+                     values_of: Callable[[FitResult], Any],
                      keep_checkpoint: Callable[[], bool] = lambda: False) -> Any:
     """Trains, records the result (kept on disk if the storage cannot take it) and returns the
     trial's values; a stopped run is pruned, a non-finite loss fails the trial. The checkpoint
@@ -297,7 +313,7 @@ def train_and_record(trial: optuna.Trial, model: Any, data: DataSplits, budget: 
         record_result(trial, result)
         fail(trial, "non_finite_loss", "the loss became NaN or infinite")
     pruned = result.stopped == "on_epoch"
-    values = None if pruned else values_of(result.val_accuracy)
+    values = None if pruned else values_of(result)
     try:
         record_result(trial, result)
     except (StorageUnavailable, StorageBroken) as e:  # the result is kept, not thrown away
@@ -322,8 +338,9 @@ def result_fields(result: FitResult) -> TrialRecord:
     """A finished fit's figures as record fields."""
     r = result.as_dict()
     return record_part(trained=True, **{k: r.get(k) for k in (
-        "val_accuracy", "wall_time_s", "images_per_second", "epochs_run", "steps", "seed",
-        "device", "environment", "stopped")}, resumed_epochs=result.resumed_from_epoch,
+        "val_accuracy", "val_balanced_accuracy", "wall_time_s", "images_per_second",
+        "epochs_run", "steps", "seed", "device", "environment", "stopped")},
+        resumed_epochs=result.resumed_from_epoch,
         curve=[e.val_accuracy for e in result.curve],
         loss_curve=[e.train_loss for e in result.curve])
 

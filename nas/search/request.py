@@ -15,13 +15,19 @@ from nas.search.space import SearchSpace
 from nas.sizes import format_bytes
 from nas.study import COSTS, StudySettings
 from nas.study.outage import DEFAULT_RETRY_S
-from nas.study.record import BUDGET_FIELDS, FIDELITY_FIELDS, LIMIT_FIELDS
+from nas.study.record import (
+    BUDGET_FIELDS,
+    DATA_FIELDS,
+    FIDELITY_FIELDS,
+    LIMIT_FIELDS,
+    SCORES,
+)
 from nas.study.storage import default_storage, mask_url, sqlite_path
 from nas.train import Budget, TrainConfig, search_budget
 
 # Settings that decide which trials a study admits and how they are trained: a resume that
 # leaves one out takes the recorded value, one that asks for another is refused.
-ADMISSION_FIELDS = BUDGET_FIELDS + LIMIT_FIELDS + FIDELITY_FIELDS
+ADMISSION_FIELDS = BUDGET_FIELDS + LIMIT_FIELDS + FIDELITY_FIELDS + DATA_FIELDS
 
 
 @dataclass
@@ -35,8 +41,11 @@ class SearchRequest:
     storage: str | None = None
     sampler: str = "tpe"
     objectives: tuple[str, ...] = ("accuracy", "params")
-    dataset: str | None = None
-    data_dir: str | None = None
+    dataset: str | None = None  # a built-in dataset's name, or a folder or CSV/TSV of images
+    data_dir: str | None = None  # where a built-in dataset's files are
+    input_size: int | None = None  # the side images are prepared/resized to (None: chosen)
+    channels: int | None = None  # user images: 1 or 3 (None: 3 when any has colour)
+    augment: str | None = None  # none, flip, crop-flip (None: the data's default)
     epochs: int | None = None
     subset: float | None = None
     batch_size: int | None = None
@@ -93,12 +102,7 @@ def check_request(req: SearchRequest) -> None:
                         f"got {req.subset:g}")
     if req.lr is not None and not req.lr > 0:
         raise UserError(f"--lr must be positive, got {req.lr:g}")
-    if req.dataset is not None:
-        from nas.data import dataset_info
-
-        dataset_info(req.dataset)
-    if req.data_dir is not None and not Path(req.data_dir).expanduser().is_dir():
-        raise UserError(f"--data-dir {req.data_dir}: no such directory")
+    check_data(req)
     check_objectives(req.objectives)
     check_fidelity(req, req.epochs or search_budget(req.device)["epochs"])
     if req.prescreen is not None:
@@ -136,10 +140,39 @@ def fidelity_of(settings: dict[str, Any]) -> Fidelity | None:
                     settings["brackets"] or 1)
 
 
+def check_data(req: SearchRequest) -> None:
+    """The data options, cheaply (the images themselves are read when the study opens)."""
+    from nas.data import check_source, is_builtin
+    from nas.data.pipeline import AUGMENTS
+    from nas.data.user import check_options
+
+    if req.dataset is not None:
+        check_source(req.dataset)
+        if not is_builtin(req.dataset) and not Path(req.dataset).expanduser().exists():
+            raise UserError(f"--data {req.dataset}: no such file or folder")
+        if req.data_dir is not None and not is_builtin(req.dataset):
+            raise UserError(f"--data-dir is for the built-in datasets; {req.dataset} is read "
+                            f"as a folder or table of images")
+    if req.data_dir is not None and not Path(req.data_dir).expanduser().is_dir():
+        raise UserError(f"--data-dir {req.data_dir}: no such directory")
+    check_options(req.input_size, req.channels)
+    if req.augment is not None and req.augment not in AUGMENTS:
+        raise UserError(f"--augment {req.augment}: one of {', '.join(AUGMENTS)}")
+
+
+def same_data(recorded: str, asked: str) -> bool:
+    """A user's images may lie at another path on another machine: the study holds them to
+    their fingerprint instead, when the data loads; a built-in dataset by its name."""
+    from nas.data import is_builtin
+
+    return recorded == asked or not (is_builtin(recorded) or is_builtin(asked))
+
+
 def check_objectives(objectives: tuple[str, ...]) -> None:
     """Accuracy first, then any of the costs, no repeats."""
-    if not objectives or objectives[0] != "accuracy":
-        raise UserError("--objectives must start with accuracy, e.g. accuracy,params")
+    if not objectives or objectives[0] not in SCORES:
+        raise UserError("--objectives must start with accuracy or balanced_accuracy, e.g. "
+                        "accuracy,params")
     unknown = [o for o in objectives[1:] if o not in COSTS]
     if unknown or len(set(objectives)) != len(objectives):
         raise UserError(f"--objectives: costs are {', '.join(COSTS)}, each at most once; "
@@ -158,17 +191,20 @@ def settle(req: SearchRequest, study: str, recorded: StudySettings) -> dict[str,
     """The settings in force: what the study recorded (None: no limit), else the flag, else
     the device's default; a flag that differs from a recorded value is refused."""
     fallback = {"dataset": "fashion-mnist", "seed": 0, **search_budget(req.device),
-                **dict.fromkeys(LIMIT_FIELDS + FIDELITY_FIELDS)}
+                **dict.fromkeys(LIMIT_FIELDS + FIDELITY_FIELDS + DATA_FIELDS)}
     known = recorded.recorded(ADMISSION_FIELDS)
     out = {}
     for key in ADMISSION_FIELDS:
         asked = getattr(req, key)
+        if key == "dataset" and known.get(key) and asked and same_data(known[key], asked):
+            known = {**known, key: asked}  # this machine's path to the study's images
         if key in known and asked is not None and known[key] != asked:
             flag = f"--{key.replace('_', '-')}"
             raise UserError(f"study {study} was run with {flag} {shown(key, known[key])}, this "
                             f"run asks for {shown(key, asked)}: leave {flag} out to resume it "
                             f"as it was, or use another --study")
         out[key] = known[key] if key in known else asked if asked is not None else fallback[key]
+    out["data_fingerprint"], out["data_card"] = recorded.data_fingerprint, recorded.data_card
     if out["min_epochs"] is not None:
         out["eta"], out["brackets"] = out["eta"] or 3, out["brackets"] or 1
         fidelity_of(out).check()  # the recorded epochs may not be the default
@@ -180,7 +216,7 @@ def settle(req: SearchRequest, study: str, recorded: StudySettings) -> dict[str,
 
 def trial_settings(req: SearchRequest, settings: dict[str, Any]) -> TrialSettings:
     """What every trial of the search is held to, from the settings in force."""
-    config = TrainConfig(seed=settings["seed"])
+    config = TrainConfig(seed=settings["seed"], augment=settings.get("augment"))
     if settings["lr"] is not None:
         config = replace(config, lr=settings["lr"])
     return TrialSettings(
@@ -192,6 +228,7 @@ def trial_settings(req: SearchRequest, settings: dict[str, Any]) -> TrialSetting
         max_memory=settings["max_memory"], early_stop=req.early_stop,
         checkpoint_dir=checkpoint_dir(req.storage_url, req.study_name), deadline=req.deadline,
         fidelity=fidelity_of(settings), proxies=req.proxies,
+        input_size=settings.get("input_size"),
     )
 
 
@@ -204,7 +241,8 @@ def checkpoint_dir(url: str, study: str) -> Path:
 
 def describe_settings(settings: dict[str, Any], req: SearchRequest) -> str:
     """The settings in force, as one line: budget, limits (none: no limit), device, storage."""
-    parts = [f"{k}={settings[k]}" for k in BUDGET_FIELDS if settings.get(k) is not None]
+    parts = [f"{k}={settings[k]}" for k in BUDGET_FIELDS + DATA_FIELDS
+             if settings.get(k) is not None]
     limits = [f"{k}={shown(k, settings.get(k))}" for k in LIMIT_FIELDS]
     fidelity = fidelity_of(settings)
     schedule = [] if fidelity is None else [f"multi-fidelity: {fidelity.describe()}"]

@@ -158,8 +158,10 @@ def record_settings(study: optuna.Study, req: SearchRequest, recorded: StudySett
             **settings,
         ).write(study)
         return
-    missing = {k: settings[k] for k in ADMISSION_FIELDS
-               if k not in recorded.model_fields_set}
+    missing = {k: settings[k] for k in ADMISSION_FIELDS if k not in recorded.model_fields_set}
+    for key in ("data_fingerprint", "data_card"):  # an older study's data, from now on
+        if getattr(recorded, key) is None and settings.get(key) is not None:
+            missing[key] = settings[key]
     if "prescreen" not in recorded.model_fields_set and req.prescreen:  # an older study
         missing.update(prescreen=req.prescreen, prescreen_proxy=req.prescreen_proxy)
     if recorded.trials != req.trials:

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial
 
 from nas.device import worker_device
 from nas.pool import PoolStopped, Session, TrialEvent, run_pool
+from nas.search.data import load_search_data
 from nas.search.fresh import architecture_key
 from nas.search.objective import Objective, TrialFailure
 from nas.search.request import SearchRequest, check_request, trial_settings
@@ -107,13 +108,10 @@ class SearchWork:
 
     def open_session(self, notify: Notify, worker: bool, opened: Any = None) -> Session:
         """Opens the study on its settings, loads the data, builds the trial objective."""
-        from nas.data import load_data
-
         req, loaded = self.req, {}
 
         def prepare(settings: dict[str, Any]) -> None:
-            loaded["data"] = load_data(settings["dataset"], req.data_dir, req.device,
-                                       seed=settings["seed"])
+            loaded["data"] = load_search_data(req, settings, req.device)
 
         study, settings = open_search_study(req, notify, worker, prepare=prepare, opened=opened)
         recorded = StudySettings.from_study(study)
@@ -198,18 +196,17 @@ def search(req: SearchRequest, jobs: int = 1,
            on_event: Callable[[TrialEvent], None] | None = None,
            poll: Callable[[optuna.Study], None] | None = None,
            notify: Notify | None = None,
-           clock: list[SearchClock] | None = None) -> optuna.Study:
+           clock: list[SearchClock] | None = None, progress: Any = None) -> optuna.Study:
     """Runs a search in `jobs` workers until the study holds `req.trials` trained trials or
-    its search time (`req.time_s`) is spent; `clock` receives this run's SearchClock."""
-    from nas.data import load_data
-
+    its search time (`req.time_s`) is spent; `clock` receives this run's SearchClock;
+    `progress` is told how preparing user images goes (nas.data's callback)."""
     check_request(req)
     # the study is created (or resumed) here once, and the data found (or refused) before a new
     # study is created; this process only reads it afterwards (progress), so it does not wait
     # long on an outage (the workers do, and say so)
     study, settings = open_search_study(
         replace(req, storage_retry=min(req.storage_retry, 2.0)), notify=lambda text: None,
-        prepare=lambda s: load_data(s["dataset"], req.data_dir, "cpu", seed=s["seed"]))
+        prepare=lambda s: load_search_data(req, s, "cpu", progress))
     timer = SearchClock(study, req.time_s)
     if clock is not None:
         clock.append(timer)

@@ -63,6 +63,19 @@ def trial_file(trial: StudyTrial) -> str:
     return f"trial-{trial.number:04d}-{r.family or 'spec'}-{r.spec_hash or 'nohash'}.yaml"
 
 
+def data_flags(settings: StudySettings) -> dict[str, Any]:
+    """The study's budget as `nas train` options (None where not recorded): your images as
+    --data with their channels, and the augmentation the trials trained with."""
+    budget = settings.model_dump(include=set(BUDGET_FIELDS))
+    builtin = settings.data_card is None or settings.data_card.get("kind") == "builtin"
+    if not builtin:
+        budget["data"] = budget.pop("dataset")
+        budget["channels"] = settings.channels
+    if settings.augment is not None:
+        budget["augment"] = settings.augment
+    return budget
+
+
 def train_command(spec_path: Path, budget: dict[str, Any], trial: StudyTrial,
                   run_dir: Path) -> str:
     """The `nas train` command that repeats a trial: same budget, seed, device and CPU threads
@@ -127,7 +140,7 @@ def export_trials(study: optuna.Study, trials: list[StudyTrial], out: Path, sele
     else:
         check_free([out / f for f in files] + [out / MANIFEST])
     settings = StudySettings.from_study(study)
-    budget = settings.model_dump(include=set(BUDGET_FIELDS))  # None where not recorded
+    budget = data_flags(settings)
     entries = []
     for trial, file in zip(trials, files):
         spec = parse_spec(trial.record.spec, f"trial {trial.number}")

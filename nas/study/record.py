@@ -16,8 +16,9 @@ from optuna.storages import BaseStorage
 from pydantic import BaseModel, ConfigDict
 
 # Objective name -> the record field holding its value (accuracy is maximised, costs minimised).
-OBJECTIVE_FIELDS = {"accuracy": "val_accuracy", "params": "params", "macs": "macs",
-                    "latency": "latency_ms"}
+OBJECTIVE_FIELDS = {"accuracy": "val_accuracy", "balanced_accuracy": "val_balanced_accuracy",
+                    "params": "params", "macs": "macs", "latency": "latency_ms"}
+SCORES = ("accuracy", "balanced_accuracy")  # what a study maximises first: one of these
 COSTS = ("params", "macs", "latency")
 COST_LABELS = {"params": "parameters", "macs": "MACs", "latency": "latency (ms, batch 1)"}
 
@@ -61,6 +62,7 @@ class TrialRecord(BaseModel):
     # training
     trained: bool | None = None  # False: gated or failed before training
     val_accuracy: float | None = None
+    val_balanced_accuracy: float | None = None  # mean per-class recall on validation
     curve: list[float | None] | None = None  # validation accuracy after each epoch
     loss_curve: list[float | None] | None = None
     wall_time_s: float | None = None
@@ -190,6 +192,10 @@ BUDGET_FIELDS = ("dataset", "epochs", "subset", "batch_size", "lr", "seed")
 LIMIT_FIELDS = ("max_params", "max_macs", "max_memory")
 # The multi-fidelity schedule (nas.search.fidelity); min_epochs None: one fidelity for all.
 FIDELITY_FIELDS = ("min_epochs", "eta", "brackets")
+# How images become the networks' input: the side they are prepared (user data) or resized
+# to, their channels, the augmentation (None in studies made before these were recorded: the
+# dataset's default then).
+DATA_FIELDS = ("input_size", "channels", "augment")
 
 
 class StudySettings(BaseModel):
@@ -219,6 +225,11 @@ class StudySettings(BaseModel):
     min_epochs: int | None = None  # multi-fidelity: the first rung (None: one fidelity)
     eta: int | None = None
     brackets: int | None = None
+    input_size: int | None = None
+    channels: int | None = None
+    augment: str | None = None
+    data_fingerprint: str | None = None  # the images every trial was trained on
+    data_card: dict[str, Any] | None = None  # classes (the label map), normalisation, counts
     trials: int | None = None  # the target of trained trials the latest run asked for
     time_s: float | None = None  # the search time (--time) the latest run asked for
     grace_s: int | None = None  # heartbeat age after which its workers fail a trial as stale
@@ -260,12 +271,12 @@ class StudySettings(BaseModel):
 
 
 def directions(objectives: tuple[str, ...] | list[str]) -> list[str]:
-    """maximize for accuracy, minimize for each cost."""
-    return ["maximize" if o == "accuracy" else "minimize" for o in objectives]
+    """maximize for (balanced) accuracy, minimize for each cost."""
+    return ["maximize" if o in SCORES else "minimize" for o in objectives]
 
 
-__all__ = ["BUDGET_FIELDS", "COSTS", "COST_LABELS", "FIDELITY_FIELDS", "LIMIT_FIELDS",
-           "OBJECTIVE_FIELDS", "SPAN_PREFIX", "TIME_UP", "StudySettings", "TrialRecord",
-           "WorkerId", "directions", "invalid_point", "sampled_attrs", "search_spans",
-           "spent_seconds", "trained_own_model", "write_search_span", "write_trial",
-           "write_trial_attrs"]
+__all__ = ["BUDGET_FIELDS", "COSTS", "COST_LABELS", "DATA_FIELDS", "FIDELITY_FIELDS",
+           "LIMIT_FIELDS", "OBJECTIVE_FIELDS", "SCORES", "SPAN_PREFIX", "TIME_UP",
+           "StudySettings", "TrialRecord", "WorkerId", "directions", "invalid_point",
+           "sampled_attrs", "search_spans", "spent_seconds", "trained_own_model",
+           "write_search_span", "write_trial", "write_trial_attrs"]
