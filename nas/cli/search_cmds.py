@@ -327,11 +327,12 @@ def spaces() -> None:
     from nas.search.space import load_space, space_files
 
     table = Table()
-    for col in ("space", "family", "size", "dimensions", "description"):
+    for col in ("space", "family", "input px", "points", "dimensions", "description"):
         table.add_column(col)
     for name in space_files():
         s = load_space(name)
         size = s.size()
         shown = "continuous" if math.isinf(size) else f"{size:,.0f}"
-        table.add_row(name, s.family, shown, ", ".join(s.dimensions), s.description)
+        sizes = "any" if s.input_sizes is None else f"{s.input_sizes[0]}-{s.input_sizes[1]}"
+        table.add_row(name, s.family, sizes, shown, ", ".join(s.dimensions), s.description)
     console.print(table)

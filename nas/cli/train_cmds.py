@@ -173,7 +173,8 @@ def train(
     path = out or default_run_path(name, arch, budget, config, source, weights)
     with interrupt_line(RunFolder(path)), RunFolder.claim(path, overwrite) as folder:
         if folder.checkpoint.exists() and progress:
-            err_console.print(f"resuming from {folder.checkpoint}")
+            err_console.print(f"checkpoint {folder.checkpoint} found: resuming from it",
+                              markup=False, highlight=False)
         with data_bar(progress) as prepare_bar, epoch_bar(progress) as bar:
             result = train_run(arch, name, folder, source, device, budget, config, bar, weights,
                                prepare_bar)
