@@ -306,6 +306,7 @@ def test_every_proxy_leaves_the_model_and_the_rng_as_they_were(source: str,
                             [v.value for v in values.values()])
 
 
+@pytest.mark.slow
 def test_training_after_the_proxies_is_the_training_without_them() -> None:
     from nas.data import load_data
     from nas.train import Budget, TrainConfig, fit, seeded_build
