@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 def search(
     space: Annotated[str, typer.Option(help="A shipped space name (nas spaces) or a path.")],
     trials: Annotated[int | None, typer.Option(
-        help="Target of trained trials in the study (a rerun resumes up to it) [default: 50, "
-             "or none with --time].")] = None,
+        help="Target of trained trials in the study (a rerun resumes up to it; default: 50, "
+             "or none with --time).")] = None,
     time: Annotated[str | None, typer.Option(
         "--time", help="Search time of the study, e.g. 90s, 30m, 2h: no trial starts after it, "
                        "running ones stop at their next epoch and are continued by the next "
@@ -52,9 +52,9 @@ def search(
         help="Multi-fidelity: judge trials at rungs of min-epochs x eta^k epochs and stop all "
              "but the top 1/eta there (MOASHA's rule on accuracy and cost).")] = None,
     eta: Annotated[int | None, typer.Option(
-        help="Multi-fidelity: each rung keeps 1/eta of the trials [default: 3].")] = None,
+        help="Multi-fidelity: each rung keeps 1/eta of the trials (default: 3).")] = None,
     brackets: Annotated[int | None, typer.Option(
-        help="Multi-fidelity: Hyperband brackets, each starting one rung later [default: 1]."
+        help="Multi-fidelity: Hyperband brackets, each starting one rung later (default: 1)."
     )] = None,
     subset: Annotated[float | None, typer.Option(help="Fraction of the training split.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,

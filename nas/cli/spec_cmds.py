@@ -29,11 +29,11 @@ def summary(
     spec: SpecArg,
     input_size: Annotated[int | None, typer.Option(help="Override the spec's input size.")] = None,
     batch_size: Annotated[int | None, typer.Option(
-        help="Check training at this batch size against the memory limit [default: 256, as "
-             "nas train].")] = None,
+        help="Check training at this batch size against the memory limit (default: 256, as "
+             "nas train).")] = None,
     max_memory: Annotated[str | None, typer.Option(
-        help="Memory limit to check training against (e.g. 2GiB, 500MB) [default: what "
-             "--device has free].")] = None,
+        help="Memory limit to check training against (e.g. 2GiB, 500MB; default: what "
+             "--device has free).")] = None,
     optimizer: Annotated[str, typer.Option(help="sgd or adamw (its state counts).")] = "sgd",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]: whose memory.")] = "auto",
     weights: Annotated[Path | None, typer.Option(
