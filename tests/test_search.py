@@ -83,6 +83,28 @@ def test_rerun_resumes_to_the_target(tmp_path: Path) -> None:
     assert len(again.trials) == len(study.trials), "target reached: nothing more runs"
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_rerun_fails_the_trial_of_a_dead_worker_when_the_target_is_reached(
+        tmp_path: Path) -> None:
+    """A worker killed after the others reached the target leaves its trial RUNNING, and no
+    worker asks for another trial: the same command run again still fails it (and queues its
+    retry), so nothing stays RUNNING."""
+    from test_outage import gone_process
+
+    from nas.study import write_trial
+
+    study = run_search(request(tmp_path, trials=2))
+    dead = study.ask(study.trials[0].distributions)
+    write_trial(dead, worker=gone_process())
+    again = run_search(request(tmp_path, trials=2))
+    states = {t.number: t.state for t in again.get_trials()}
+    assert states[dead.number] == TrialState.FAIL
+    assert TrialState.RUNNING not in states.values()
+    [retry] = again.get_trials(states=(TrialState.WAITING,))
+    assert retry.system_attrs["failed_trial"] == dead.number
+
+
 def test_resume_with_another_space_or_budget_is_refused(tmp_path: Path) -> None:
     run_search(request(tmp_path, trials=1))
     with pytest.raises(UserError, match="created with space resnext"):

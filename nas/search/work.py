@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial
 
 from nas.device import worker_device
 from nas.pool import PoolStopped, Session, TrialEvent, run_pool
+from nas.pool.trial_loop import fail_abandoned
 from nas.search.data import load_search_data
 from nas.search.fresh import architecture_key
 from nas.search.objective import Objective, TrialFailure
@@ -207,6 +208,9 @@ def search(req: SearchRequest, jobs: int = 1,
     study, settings = open_search_study(
         replace(req, storage_retry=min(req.storage_retry, 2.0)), notify=lambda text: None,
         prepare=lambda s: load_search_data(req, s, "cpu", progress))
+    # trials whose worker died are failed (and their retries queued) now, even when the target
+    # is already reached and no worker will ask for a trial: a rerun leaves nothing RUNNING
+    fail_abandoned(study)
     timer = SearchClock(study, req.time_s)
     if clock is not None:
         clock.append(timer)
