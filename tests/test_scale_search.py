@@ -39,6 +39,8 @@ SMALL = {"family": "mbconv", "in_channels": 1, "num_classes": 10, "input_size": 
          "expansions": [3, 3], "kernels": [3, 3], "strides": [2, 2], "se_ratios": [0.0, 0.0],
          "head_width": 64, "dropout": 0.0}
 THREE = "1.2,1.1,1.15;1.1,1.2,1.1;1.4,1.1,1.1"
+# and (1.21, 1.1, 1.15): the same network as (1.2, 1.1, 1.15) once depths are rounded up
+FOUR = f"{THREE};1.21,1.1,1.15"
 
 
 @pytest.fixture
@@ -258,26 +260,32 @@ def test_the_best_is_the_most_accurate_then_the_cheapest_and_implies_a_family(
 def test_a_tiny_scale_search_runs_resumes_and_ends_with_the_best_and_its_family(
         run_nas: CliRunner, tmp_path: Path, base: Path, monkeypatch: Any) -> None:
     monkeypatch.chdir(tmp_path)
-    req = request(tmp_path, base)
+    req = request(tmp_path, base, grid=FOUR)
     runs: list[int] = []
 
-    def stop_after_first(event: TrialEvent) -> None:
+    def stop_after_two(event: TrialEvent) -> None:
         runs.append(event.number)
-        raise KeyboardInterrupt  # as Ctrl-C after one triple
+        if len(runs) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C after two triples
 
     with pytest.raises(KeyboardInterrupt):
-        scale_search(req, on_event=stop_after_first)
-    assert runs == [0]
+        scale_search(req, on_event=stop_after_two)
+    assert runs == [0, 1]
     argv = ["scale-search", "--study", "s", "--storage", req.storage_url, "--base", str(base),
-            "--grid", THREE, "--epochs", "1", "--subset", "0.02", "--jobs", "2", "--json"]
+            "--grid", FOUR, "--epochs", "1", "--subset", "0.02", "--jobs", "2", "--json"]
     result = run_nas(*argv)  # the other two, in two workers
     assert result.code == 0, result.err
     first = json.loads(result.out)
     study = optuna.load_study(study_name="s", storage=req.storage_url)
     done = study_trials(study, (TrialState.COMPLETE,))
-    assert sorted(t.number for t in done) == [0, 1, 2], "each triple trained once"
-    assert len(study.trials) == 3
-    assert first["counts"] == {"triples": 3, "trained": 3, "failed": 0, "not_done": 0}
+    assert sorted(t.number for t in done) == [0, 1, 2, 3], "each triple once"
+    assert len(study.trials) == 4
+    assert first["counts"] == {"triples": 4, "trained": 4, "failed": 0, "not_done": 0}
+    rows = {(r["alpha"], r["beta"], r["gamma"]): r for r in first["triples"]}
+    same, twin = rows[(1.21, 1.1, 1.15)], rows[(1.2, 1.1, 1.15)]
+    assert (same["trial"], same["reused_from"], twin["trial"]) == (2, 1, 1), "not retrained"
+    assert same["val_accuracy"] == twin["val_accuracy"] and same["hash"] == twin["hash"]
+    assert (same["depth_mult"], twin["depth_mult"]) == (1.21, 1.2)
     assert all(row["val_accuracy"] is not None and row["macs"] > 0 for row in first["triples"])
     best = first["best"]
     assert best["val_accuracy"] == max(row["val_accuracy"] for row in first["triples"])
@@ -287,8 +295,9 @@ def test_a_tiny_scale_search_runs_resumes_and_ends_with_the_best_and_its_family(
 
     again = run_nas(*argv[:-1])  # the same command: nothing retrains, the table and the family
     assert again.code == 0, again.err
-    assert len(optuna.load_study(study_name="s", storage=req.storage_url).trials) == 3
-    assert "queued 0 triple(s); 3 already trained" in again.out
+    assert len(optuna.load_study(study_name="s", storage=req.storage_url).trials) == 4
+    assert "queued 0 triple(s); 4 already trained" in again.out
+    assert "same network as trial 1" in again.out
     assert f"best: alpha {best['alpha']:g}, beta {best['beta']:g}, gamma {best['gamma']:g} " \
            f"(trial {best['trial']})" in again.out
     assert "the family of" in again.out and "a·b²·g²" in again.out
