@@ -26,23 +26,23 @@ def scale_search(
         help="The spec to scale (file or preset; mbconv or efficientnet family); a rerun may "
              "leave it out.")] = None,
     phi: Annotated[float | None, typer.Option(
-        help="Scale each triple's network at this phi [default: 1, as the paper].")] = None,
+        help="Scale each triple's network at this phi (default: 1, as in the paper).")] = None,
     alphas: GridValues = None,
     betas: GridValues = None,
     gammas: GridValues = None,
     grid: Annotated[str | None, typer.Option(
         help="Explicit triples instead: 'alpha,beta,gamma;alpha,beta,gamma'.")] = None,
     tolerance: Annotated[float | None, typer.Option(
-        help="Keep triples with |alpha x beta^2 x gamma^2 - 2| at most this [default: 0.1].")
+        help="Keep triples with |alpha x beta^2 x gamma^2 - 2| at most this (default: 0.1).")
     ] = None,
     points: Annotated[int | None, typer.Option(
         help="Train at most this many of the kept triples, evenly spread over them.")] = None,
     family_up_to: Annotated[int, typer.Option(
         help="Show the best triple's family for phi 0 (the base) to this.")] = 3,
     epochs: Annotated[int | None, typer.Option(
-        help="Epochs per triple [default: nas search's: 2 on CPU, 10 on a GPU].")] = None,
+        help="Epochs per triple (default: nas search's: 2 on a CPU, 10 on a GPU).")] = None,
     subset: Annotated[float | None, typer.Option(
-        help="Fraction of the training split [default: 0.25 on CPU, all on a GPU].")] = None,
+        help="Fraction of the training split (default: 0.25 on a CPU, all on a GPU).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the data split and init.")] = None,

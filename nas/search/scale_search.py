@@ -540,14 +540,18 @@ def scale_search(req: ScaleRequest, jobs: int = 1, notify: Any = None, on_event:
     """Plans (refusing what cannot be run before anything is written), queues the missing
     triples and trains them in `jobs` workers; returns the study and the plan."""
     req.check()
-    the_plan = make_plan(req, recorded_settings(req))
+    recorded = recorded_settings(req)
+    the_plan = make_plan(req, recorded)
+    if recorded is None:  # a dataset that cannot be loaded is refused before the study is made
+        load_plan_data(the_plan, req, "cpu")
     study = open_scale_study(req, the_plan, notify)
     queued = enqueue_missing(study, the_plan)
     if on_start:
         on_start(study, the_plan, queued)
     if not study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
         return study, the_plan  # all trained: a rerun reads the results, loads no data
-    load_plan_data(the_plan, req, "cpu")  # a missing dataset is one line, before any worker
+    if recorded is not None:
+        load_plan_data(the_plan, req, "cpu")  # a missing dataset is one line, before any worker
     # the workers find the study and its grid recorded: they resume it, whatever was asked
     run_pool(ScaleWork(req), jobs, study, poll=poll, notify=notify, on_event=on_event)
     return study, the_plan
