@@ -20,6 +20,7 @@ from nas.cli import proxy_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import status_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import data_cmds  # noqa: E402,F401  isort: skip
 from nas.cli import scale_cmds  # noqa: E402,F401  isort: skip
+from nas.cli import scale_search_cmds  # noqa: E402,F401  isort: skip
 
 
 # typer's usage errors (unknown option, missing option, a value that does not parse) derive from

@@ -38,7 +38,7 @@ class WorkerId(BaseModel):
 
 # What a trial was asked to do (kept when it is retried); everything else is its outcome.
 SAMPLED_FIELDS = ("spec", "spec_hash", "family", "budget_key", "source_trial", "group", "seed",
-                  "continues", "bracket")
+                  "continues", "bracket", "scaling")
 
 
 class TrialRecord(BaseModel):
@@ -92,6 +92,9 @@ class TrialRecord(BaseModel):
     bracket: int | None = None  # a multi-fidelity search's Hyperband bracket
     # --prescreen: the proxy, every candidate's score, the index trained, the seconds taken
     prescreen: dict[str, Any] | None = None
+    # a scaling search's point (`nas scale-search`): alpha, beta, gamma, phi and the product
+    # alpha x beta^2 x gamma^2 that the trial's spec (the base scaled by them) was made with
+    scaling: dict[str, float] | None = None
 
     @classmethod
     def from_trial(cls, trial: optuna.trial.FrozenTrial | optuna.Trial) -> TrialRecord:
@@ -237,6 +240,8 @@ class StudySettings(BaseModel):
     source_study: str | None = None
     selection: dict[str, Any] | None = None
     confirm_summary: dict[str, Any] | None = None
+    # a scaling search (`nas scale-search`): its base spec, phi, tolerance and grid of triples
+    scale_search: dict[str, Any] | None = None
 
     @classmethod
     def from_study(cls, study: optuna.Study) -> StudySettings:
