@@ -81,7 +81,11 @@ def rank_correlations(search: Sequence[float], confirm: Sequence[float], n_boot:
     out = {}
     for name, fn in STATISTICS.items():
         value = float(fn(x, y))
-        draws = fn(x[picks], y[picks])  # every resample at once
+        # resamples in blocks: Kendall's pairwise signs take n^2 values a resample, so all
+        # 2,000 resamples of 300 pairs at once would hold gigabytes
+        rows = max(1, 1_000_000 // (len(x) * len(x)))
+        draws = np.concatenate([fn(x[block], y[block])
+                                for block in np.split(picks, range(rows, n_boot, rows))])
         draws = draws[np.isfinite(draws)]
         tail = (1 - confidence) / 2 * 100
         low, high = np.percentile(draws, [tail, 100 - tail]) if len(draws) else (-1.0, 1.0)
