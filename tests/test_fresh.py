@@ -125,3 +125,38 @@ def test_an_exhausted_space_gives_back_the_first_proposal() -> None:
         study.tell(trial, 0.5)
     trial = study.ask()
     assert tiny.sample(trial)["stem_width"] == 16, "seen, but nothing else is left"
+
+
+def test_prescreening_completes_candidates_outside_the_common_search_space() -> None:
+    """Stage counts vary, so the study's common search space lacks the third stage's
+    parameters: each candidate is completed before the proxy sees it (a partial point once
+    crashed the search), and the trial gets the chosen candidate's values for them."""
+    from nas.search.fresh import point_completer
+
+    sampler = FreshSampler(optuna.samplers.RandomSampler(seed=3), KEY, seed=3)
+    study = optuna.create_study(sampler=sampler)
+    study.enqueue_trial(params_of(depths=[1, 1]))
+    study.enqueue_trial(params_of(depths=[1, 1, 1]))
+    for _ in range(2):
+        trial = study.ask()
+        SPACE.sample(trial, SAMPLING)
+        study.tell(trial, 0.5)
+    seen: list[list[dict[str, Any]]] = []
+
+    def choose(points: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+        seen.append(points)
+        return len(points) - 1, {"proxy": "test"}
+
+    sampler.candidates, sampler.choose = 4, choose
+    sampler.complete = point_completer(SPACE, SAMPLING)
+    stages = set()
+    for _ in range(8):
+        trial = study.ask()
+        SPACE.sample(trial, SAMPLING)
+        chosen = seen[-1][-1]
+        assert KEY(chosen) is not None, "every candidate is a whole point"
+        assert KEY(trial.params) == KEY(chosen), "the trial is the chosen candidate"
+        stages.add(trial.params["num_stages"])
+        study.tell(trial, 0.5)
+    assert len(seen) == 8 and all(KEY(p) is not None for points in seen for p in points)
+    assert stages == {2, 3}

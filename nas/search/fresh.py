@@ -28,6 +28,8 @@ from nas.study.record import invalid_point, write_trial_attrs
 
 Key = Callable[[dict[str, Any]], str | None]
 Chooser = Callable[[list[dict[str, Any]]], tuple[int, dict[str, Any]]]
+Draw = Callable[[str, BaseDistribution], Any]
+Completer = Callable[[dict[str, Any], Draw], dict[str, Any]]
 SEEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 MISSING = object()
 
@@ -44,6 +46,31 @@ def architecture_key(space: SearchSpace, sampling: int) -> Key:
         return json.dumps(values, sort_keys=True)
 
     return key
+
+
+class CompletingTrial(optuna.trial.FixedTrial):
+    """A FixedTrial that draws (with `draw`) the parameters it was not given, and keeps them."""
+
+    def __init__(self, params: dict[str, Any], draw: Draw) -> None:
+        super().__init__(dict(params))
+        self._draw = draw
+
+    def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
+        if name not in self._params:
+            self._params[name] = self._draw(name, distribution)
+        return super()._suggest(name, distribution)
+
+
+def point_completer(space: SearchSpace, sampling: int) -> Completer:
+    """Parameters -> every parameter the space asks for at that point: those missing (stage
+    parameters outside the study's common search space) drawn with `draw`."""
+
+    def complete(params: dict[str, Any], draw: Draw) -> dict[str, Any]:
+        trial = CompletingTrial(params, draw)
+        space.sample(trial, sampling)
+        return dict(trial.params)
+
+    return complete
 
 
 class FreshSampler(BaseSampler):
@@ -66,6 +93,11 @@ class FreshSampler(BaseSampler):
         # objective's proxy ranking) says which one it trains, and what it saw
         self.choose: Chooser | None = None
         self.candidates = 1
+        # the relative search space (common to all trials) leaves out parameters that only
+        # some points have (per-stage values past a varying stage count): `complete` draws them
+        # for each candidate, and the chosen candidate's values are what the trial then gets
+        self.complete: Completer | None = None
+        self.chosen: dict[int, dict[str, Any]] = {}  # by trial id
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial,
                                     ) -> dict[str, BaseDistribution]:
@@ -81,12 +113,20 @@ class FreshSampler(BaseSampler):
         seen, fixed = self.seen(study, trial)
         if self.choose is None or self.candidates < 2:
             return self.fresh(study, trial, search_space, seen, fixed)
-        points = []  # prescreening: several new architectures, the chooser keeps one
+        def draw(name: str, distribution: BaseDistribution) -> Any:
+            return self.base.sample_independent(study, trial, name, distribution)
+
+        points, full = [], []  # prescreening: several new architectures, the chooser keeps one
         for _ in range(self.candidates):
             params = self.fresh(study, trial, search_space, seen, fixed)
+            point = {**fixed, **params}
+            if self.complete is not None:
+                point = self.complete(point, draw)
             points.append(params)
-            seen.add(self.key({**fixed, **params}))
-        index, note = self.choose([{**fixed, **p} for p in points])
+            full.append(point)
+            seen.add(self.key(point))
+        index, note = self.choose(full)
+        self.chosen[trial._trial_id] = full[index]  # noqa: SLF001
         write_trial_attrs(study._storage, trial._trial_id, prescreen=note)  # noqa: SLF001
         return points[index]
 
@@ -135,6 +175,10 @@ class FreshSampler(BaseSampler):
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
+        chosen = self.chosen.get(trial._trial_id, {})  # noqa: SLF001  a prescreened point
+        if param_name in chosen and param_distribution._contains(  # noqa: SLF001
+                param_distribution.to_internal_repr(chosen[param_name])):
+            return chosen[param_name]
         return self.base.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -142,6 +186,7 @@ class FreshSampler(BaseSampler):
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
+        self.chosen.pop(trial._trial_id, None)  # noqa: SLF001
         self.base.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:

@@ -132,13 +132,14 @@ def prescreen_with(study: optuna.Study, objective: Objective, candidates: int, p
                    key: Any, seed: int) -> None:
     """Each new trial draws `candidates` new architectures and trains the one `proxy` ranks
     best (FreshSampler's chooser; a sampler not wrapped in one is wrapped)."""
-    from nas.search.fresh import FreshSampler
+    from nas.search.fresh import FreshSampler, point_completer
 
     sampler = study.sampler
     if not isinstance(sampler, FreshSampler):
         sampler = study.sampler = FreshSampler(sampler, key, seed=seed + 104729)
     sampler.candidates = candidates
     sampler.choose = lambda points: objective.prescreen_choice(points, proxy)
+    sampler.complete = point_completer(objective.space, objective.settings.sampling)
 
 
 def finished(study: optuna.Study, req: SearchRequest) -> bool:
