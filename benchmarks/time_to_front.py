@@ -62,18 +62,33 @@ def run(method: str, flags: list[str], seed: int, args: argparse.Namespace,
             "--subset", str(args.subset), "--sampler-seed", str(seed), "--jobs", "1",
             "--threads", "1", "--json", *filled]
     start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=folder,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    if done.returncode != 0:
-        raise SystemExit(f"{study} failed: {done.stderr.strip()[-800:]}")
-    loaded = optuna.load_study(study_name=study, storage=url)
+    if args.reuse and (folder / (study + ".db")).exists():  # a run of an earlier invocation
+        loaded = optuna.load_study(study_name=study, storage=url)
+        outcome = recorded_outcome(loaded)
+    else:
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=folder,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        if done.returncode != 0:
+            raise SystemExit(f"{study} failed: {done.stderr.strip()[-800:]}")
+        loaded = optuna.load_study(study_name=study, storage=url)
+        outcome = json.loads(done.stdout)
     curve = hv_curve(loaded, args.minutes * 60, args.step)
-    outcome = json.loads(done.stdout)
     print(f"[{time.strftime('%H:%M:%S')}] {study}: final hypervolume {curve[-1][1]:.4f}, "
           f"{outcome['counts']['trained']} trained to the end, {outcome['trained']} trained, "
           f"{time.perf_counter() - start:.0f} s", flush=True)
     return {"method": method, "seed": seed, "curve": curve, "counts": outcome["counts"],
             "best": (outcome["best"] or {}).get("val_accuracy")}
+
+
+def recorded_outcome(study: optuna.Study) -> dict[str, Any]:
+    """What `nas search --json` printed, as far as this benchmark uses it, read from a study."""
+    from nas.study import best, count_kinds
+
+    trials = study_trials(study)
+    counts = count_kinds(trials)
+    top = best(trials)
+    return {"counts": counts, "trained": counts["trained"] + counts["early_stopped"],
+            "best": None if top is None else {"val_accuracy": top.record.val_accuracy}}
 
 
 def hv_curve(study: optuna.Study, budget_s: float, step: float) -> list[tuple[float, float]]:
@@ -138,7 +153,7 @@ def print_table(summary: dict[str, dict[str, Any]], args: argparse.Namespace) ->
           f"{args.minutes:g} min a run; load {os.getloadavg()[0]:.1f}")
     head = " | ".join(f"at {m / 60:g} min" for m in marks)
     print(f"| method | {head} | reaches random's final | trained to the end | best val acc |")
-    print("|" + "---|" * 7)
+    print("|" + "---|" * (len(marks) + 4))
     for name, f in summary.items():
         cells = []
         for mark in marks:
@@ -203,9 +218,15 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--step", type=float, default=10.0, help="seconds between curve points")
     parser.add_argument("--out", type=Path, default=Path("studies/time_to_front"))
+    parser.add_argument("--folder", type=Path, help="where the runs' studies go (default: a new "
+                                                     "temporary folder)")
+    parser.add_argument("--reuse", action="store_true", help="read the runs already in --folder "
+                        "instead of running them again (an interrupted benchmark, a new table)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    folder = Path(tempfile.mkdtemp(prefix="nas-ttf-"))
+    folder = args.folder or Path(tempfile.mkdtemp(prefix="nas-ttf-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"runs in {folder}", flush=True)
     jobs = [(m, METHODS[m], s) for s in range(args.seeds) for m in args.methods.split(",")]
     with ThreadPoolExecutor(args.parallel) as pool:
         runs = list(pool.map(lambda job: run(*job, args, folder), jobs))
