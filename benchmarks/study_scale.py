@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -154,7 +155,9 @@ def timed(argv: list[str], env: dict[str, str], refusal_ok: bool = False) -> flo
 
 def dashboard_launch(url: str, study: str, env: dict[str, str]) -> float:
     """Seconds from `nas dashboard` to its API listing the study's trials."""
-    port = 18000 + os.getpid() % 1000
+    with socket.socket() as free:  # a port nothing else listens on (a test suite may run)
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "nas", "dashboard", "--study", study,
                              "--storage", url, "--port", str(port)], env=env,
@@ -164,7 +167,9 @@ def dashboard_launch(url: str, study: str, env: dict[str, str]) -> float:
         while time.perf_counter() - start < 300:
             try:
                 with urllib.request.urlopen(base, timeout=60) as listing:
-                    studies = json.load(listing)["studies"]
+                    body = json.load(listing)
+                studies = (body.get("studies") or body.get("study_summaries") or []
+                           if isinstance(body, dict) else body)  # the key differs by version
                 ids = [s["study_id"] for s in studies if s["study_name"] == study]
                 with urllib.request.urlopen(f"{base}/{ids[0]}", timeout=300):
                     return time.perf_counter() - start  # the study's trials, as the page loads
