@@ -58,6 +58,32 @@ class Work(Protocol):
         ...
 
 
+class RequestWork:
+    """A Work whose device, threads and failure limit are its request's (`self.req`), and whose
+    worker `index` runs on that device's share (`nas.device.worker_device`)."""
+
+    req: Any
+
+    @property
+    def device(self) -> str:
+        return self.req.device
+
+    @property
+    def threads(self) -> int:
+        return self.req.threads
+
+    @property
+    def max_failures(self) -> int:
+        return self.req.max_failures
+
+    def for_worker(self, index: int) -> Any:
+        from dataclasses import replace
+
+        from nas.device import worker_device
+
+        return replace(self, req=replace(self.req, device=worker_device(self.req.device, index)))
+
+
 def last_reason(study: optuna.Study) -> str:
     """The reason of the study's latest failed trial."""
     failed = study_trials(study, (TrialState.FAIL,))
@@ -207,4 +233,5 @@ def stop_message(errors: list[str], study: optuna.Study) -> str:
            f"stopped too"
 
 
-__all__ = ["Messages", "PoolStopped", "Work", "last_reason", "run_pool", "run_worker"]
+__all__ = ["Messages", "PoolStopped", "RequestWork", "Work", "last_reason", "run_pool",
+           "run_worker"]

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from nas.errors import UserError
 from nas.pool import Session, run_pool
+from nas.pool.workers import RequestWork
 from nas.search.objective import (
     TrialFailure,
     checkpoint_path,
@@ -292,7 +293,7 @@ def open_source(req: ConfirmRequest, notify: Any = None, worker: bool = False) -
 
 
 @dataclass
-class ConfirmWork:
+class ConfirmWork(RequestWork):
     """What each confirmation worker does: queued runs of the linked study until none is left
     (picklable: spawned workers get a copy)."""
 
@@ -300,22 +301,6 @@ class ConfirmWork:
     noun: str = "confirmation run"
     stop_hint: str = ""
 
-    @property
-    def device(self) -> str:
-        return self.req.device
-
-    @property
-    def threads(self) -> int:
-        return self.req.threads
-
-    @property
-    def max_failures(self) -> int:
-        return self.req.max_failures
-
-    def for_worker(self, index: int) -> ConfirmWork:
-        from nas.device import worker_device
-
-        return replace(self, req=replace(self.req, device=worker_device(self.req.device, index)))
 
     def open_session(self, notify: Any, worker: bool, opened: Any = None) -> Session:
         """Opens the source and the linked study, loads the data, builds the run objective."""

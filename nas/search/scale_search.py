@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from nas.errors import SpecError, UserError
 from nas.hashing import content_hash
 from nas.pool import Session, run_pool
+from nas.pool.workers import RequestWork
 from nas.search.objective import (
     TrialFailure,
     checkpoint_path,
@@ -495,7 +496,7 @@ def load_plan_data(the_plan: ScalePlan, req: ScaleRequest, device: str) -> Any:
 
 
 @dataclass
-class ScaleWork:
+class ScaleWork(RequestWork):
     """What each worker does: queued triples of the study until none is left (picklable)."""
 
     req: ScaleRequest
@@ -505,22 +506,6 @@ class ScaleWork:
     def stop_hint(self) -> str:
         return f". See `nas report --study {self.req.study}`"
 
-    @property
-    def device(self) -> str:
-        return self.req.device
-
-    @property
-    def threads(self) -> int:
-        return self.req.threads
-
-    @property
-    def max_failures(self) -> int:
-        return self.req.max_failures
-
-    def for_worker(self, index: int) -> ScaleWork:
-        from nas.device import worker_device
-
-        return replace(self, req=replace(self.req, device=worker_device(self.req.device, index)))
 
     def open_session(self, notify: Any, worker: bool, opened: Any = None) -> Session:
         req = self.req  # the study exists (scale_search made it): its recorded plan

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 from nas.device import worker_device
 from nas.pool import PoolStopped, Session, TrialEvent, run_pool
 from nas.pool.trial_loop import fail_abandoned
+from nas.pool.workers import RequestWork
 from nas.search.data import load_search_data
 from nas.search.fresh import architecture_key
 from nas.search.objective import Objective, TrialFailure
@@ -81,23 +82,12 @@ class IdleGuard:
 
 
 @dataclass
-class SearchWork:
+class SearchWork(RequestWork):
     """What each search worker does (picklable: spawned workers get a copy)."""
 
     req: SearchRequest
     noun: str = "trial"
 
-    @property
-    def device(self) -> str:
-        return self.req.device
-
-    @property
-    def threads(self) -> int:
-        return self.req.threads
-
-    @property
-    def max_failures(self) -> int:
-        return self.req.max_failures
 
     @property
     def stop_hint(self) -> str:
