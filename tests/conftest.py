@@ -118,6 +118,7 @@ def copy_state_in_order(source: Mapping[str, torch.Tensor], target: nn.Module) -
 SLOW_FIXTURES = {
     "no_leftover_processes": "real nas searches (tests/faultkit.py)",
     "data": "training on real Fashion-MNIST",
+    "fashion_run": "a run trained on Fashion-MNIST (tests/test_predict.py)",
     "installed": "a wheel built and installed into a new virtual environment",
 }
 SLOW_MODULES = {
