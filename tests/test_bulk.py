@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
@@ -12,7 +13,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from nas.study.bulk import read_trials
+from nas.study.bulk import json_values, read_trials
 from nas.study.queries import study_trials
 from nas.study.storage import open_storage, shared_cache
 
@@ -70,3 +71,13 @@ def test_a_shared_cache_reads_once_then_only_what_changed(tmp_path: Path) -> Non
     study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))  # another process adds one
     later = study_trials(again)
     assert len(later) == 15 and later[0] is first[0], "finished trials are not read again"
+
+
+def test_attribute_texts_parse_in_one_call_as_one_by_one() -> None:
+    texts = ['{"a": [1, 2]}', "[1, 2]", "null", '"x,y"', "Infinity", "-1.5e3", "true"]
+    assert json_values(texts) == [json.loads(t) for t in texts]
+    assert json_values([]) == []
+    with pytest.raises(ValueError):  # a damaged text fails as it would alone, not silently
+        json_values(["1", "{"])
+    with pytest.raises(ValueError):  # a text that would split in two in one array
+        json_values(["1,2", "3"])

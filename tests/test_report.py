@@ -8,6 +8,7 @@ are synthetic, so these tests need no training. test_export and test_dashboard r
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import random
@@ -15,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -254,7 +256,22 @@ def figures_in(html: str) -> dict[str, dict[str, Any]]:
     """The plotly figures embedded in a page, by key (fig-<key>-data script tags)."""
     found = re.findall(r'<script type="application/json" class="nas-figure" '
                        r'id="fig-([a-z]+)-data"[^>]*>(.*?)</script>', html, flags=re.S)
-    return {key: json.loads(text) for key, text in found}
+    return {key: decoded(json.loads(text)) for key, text in found}
+
+
+def decoded(value: Any) -> Any:
+    """Plotly's typed arrays ({"dtype": "f8", "bdata": base64}) as lists, everywhere."""
+    if isinstance(value, dict) and set(value) >= {"dtype", "bdata"}:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        if isinstance(shape, str):  # "rows, cols"
+            shape = [int(n) for n in shape.split(",")]
+        return array.reshape(shape).tolist() if shape else array.tolist()
+    if isinstance(value, dict):
+        return {k: decoded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decoded(v) for v in value]
+    return value
 
 
 def test_report_html_holds_the_frames_points(run_nas: Any, db: Path, frame: pd.DataFrame,
