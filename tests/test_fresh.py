@@ -10,6 +10,7 @@ import pytest
 from optuna.samplers import BaseSampler
 
 from nas.search.fresh import FreshSampler, architecture_key
+from nas.search.history import BoundedHistory
 from nas.search.samplers import make_sampler
 from nas.search.space import SAMPLING, SearchSpace, load_space
 
@@ -109,7 +110,8 @@ def test_the_registry_says_which_samplers_a_search_asks_again() -> None:
     assert isinstance(make_sampler("tpe", 0, KEY), FreshSampler)
     assert isinstance(make_sampler("gp", 0, KEY), FreshSampler)
     assert type(make_sampler("random", 0, KEY)) is optuna.samplers.RandomSampler, "the baseline"
-    assert type(make_sampler("tpe", 0)) is optuna.samplers.TPESampler, "no key, no wrapper"
+    assert type(make_sampler("tpe", 0)) is BoundedHistory, "no key, no FreshSampler"
+    assert type(make_sampler("tpe", 0).base) is optuna.samplers.TPESampler
 
 
 def test_an_exhausted_space_gives_back_the_first_proposal() -> None:

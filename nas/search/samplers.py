@@ -34,11 +34,14 @@ def register(name: str, fresh: bool = True) -> Callable[[SamplerFactory], Sample
 
 @register("tpe")
 def _tpe(seed: int) -> optuna.samplers.BaseSampler:
-    """Multivariate TPE that lies about running trials (parallel workers spread out)."""
+    """Multivariate TPE that lies about running trials (parallel workers spread out), fitted
+    to a bounded history past 200 finished trials (nas.search.history)."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                      n_startup_trials=10)
+    from nas.search.history import BoundedHistory
+
+    return BoundedHistory(optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, constant_liar=True, n_startup_trials=10), seed=seed)
 
 
 @register("nsga2")
