@@ -2,12 +2,15 @@
 
 For each storage (a SQLite file; PostgreSQL with --postgres URL) and each size N, a study is
 grown to N finished trials whose attributes are those real trials write (a spec of the space, its
-hash, costs, curves, environment, worker, constraints), then `nas search` runs 10 real trials on
-it (one worker, a tiny training budget) and the read commands run on it as a user runs them.
+hash, costs, curves, environment, worker, constraints). Then, in --rounds rounds that take every
+size in turn (a slower minute of a shared machine falls on all sizes alike), `nas search` runs
+a few real trials on each (one worker, a tiny training budget; --trials in all) and the read
+commands run on it as a user runs them.
 
-Printed per N: start-up (opening the study and the data until the first trial), the non-training
-time per trial (a trial's wall time from ask to tell less its training, median of the 10), the
-sampler's share of it, and each read command's wall time (a subprocess, as typed).
+Printed per N: start-up (opening the study and the data until the first trial, the first
+round's: later rounds find the study cached), the non-training time per trial (a trial's wall
+time from ask to tell less its training, median over the rounds), the training time, and the
+median wall time of each read command (a subprocess, as typed).
 
     python benchmarks/study_scale.py                      # SQLite, N = 0, 500, 2000, 5000
     python benchmarks/study_scale.py --postgres postgresql://nas@127.0.0.1:5432/nas
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from nas.pool import TrialEvent
@@ -127,19 +131,19 @@ class Timer:
         return [w - f for w, f in zip(walls, self.fit_s)]
 
 
-def run_trials(url: str, study: str, args: argparse.Namespace, n: int) -> dict[str, float]:
-    """10 (or --trials) real trials on a study of n; start-up and per-trial overhead."""
+def run_trials(url: str, study: str, args: argparse.Namespace, target: int,
+               ) -> dict[str, Any]:
+    """Real trials until the study has `target` trained ones; start-up and each trial's
+    overhead and training time."""
     timer = Timer()
     started = time.perf_counter()
     try:
-        search(request(url, study, args, n + args.trials), on_start=timer.on_start,
+        search(request(url, study, args, target), on_start=timer.on_start,
                on_event=timer.on_event)
     finally:
         timer.restore()
-    overhead = timer.overhead()
     return {"startup_s": (timer.first_start or started) - started,
-            "overhead_s": statistics.median(overhead), "overhead_max_s": max(overhead),
-            "fit_s": statistics.median(timer.fit_s)}
+            "overhead": timer.overhead(), "fit": list(timer.fit_s)}
 
 
 def timed(argv: list[str], env: dict[str, str], refusal_ok: bool = False) -> float:
@@ -182,6 +186,7 @@ def dashboard_launch(url: str, study: str, env: dict[str, str]) -> float:
 
 
 def reads(url: str, study: str, folder: Path, env: dict[str, str]) -> dict[str, float]:
+    folder.mkdir(parents=True, exist_ok=True)
     out = {}
     common = ["--study", study, "--storage", url]
     out["report"] = timed(["report", *common, "--out", str(folder / f"{study}.html"),
@@ -200,7 +205,8 @@ def has_command(name: str) -> bool:
     return done.returncode == 0
 
 
-def one_size(url: str, n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+def grow(url: str, n: int, args: argparse.Namespace) -> None:
+    """Study scale-n with n finished trials of distinct architectures."""
     study = f"scale-{n}"
     req = request(url, study, args, 1)
     opened, settings = open_search_study(req)
@@ -208,20 +214,40 @@ def one_size(url: str, n: int, args: argparse.Namespace, folder: Path) -> dict[s
     grown = grown_trials(args.space, n, budget_key)
     for i in range(0, len(grown), 500):
         opened.add_trials(grown[i:i + 500])
-    row: dict[str, Any] = {"n": n, **run_trials(url, study, args, n)}
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    row.update(reads(url, study, folder, env))
-    return row
+
+
+def settle(url: str) -> None:
+    """PostgreSQL's statistics brought up to date after the bulk inserts (autovacuum would do
+    it in the middle of the measurements otherwise)."""
+    if url.startswith("postgresql"):
+        engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as db:
+            db.exec_driver_sql("VACUUM ANALYZE")
+        engine.dispose()
+
+
+def delete_studies(url: str, names: list[str]) -> None:
+    """The benchmark's own studies from an earlier run, so that each size starts from N."""
+    storage = optuna.storages.RDBStorage(url)
+    present = {s.study_name for s in optuna.get_all_study_summaries(storage,
+                                                                    include_best_trial=False)}
+    for name in sorted(present & set(names)):
+        optuna.delete_study(study_name=name, storage=storage)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="0,500,2000,5000")
-    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=12, help="timed trials per size")
+    parser.add_argument("--rounds", type=int, default=3, help="the sizes are measured in turn "
+                        "this many times (the trials and the reads split between them)")
     parser.add_argument("--space", default="resnext")
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--subset", type=float, default=0.005)
-    parser.add_argument("--postgres", help="also on this PostgreSQL database (emptied first)")
+    parser.add_argument("--postgres", help="also on this PostgreSQL database (the benchmark's "
+                        "studies, scale-N, are deleted there first; nothing else is touched)")
+    parser.add_argument("--storages", help="which of sqlite,postgresql to run (default: "
+                        "sqlite, and postgresql with --postgres)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -229,19 +255,55 @@ def main() -> None:
     storages = {"sqlite": f"sqlite:///{folder / 'scale.db'}"}
     if args.postgres:
         storages["postgresql"] = args.postgres
-    rows = []
+    if args.storages:
+        wanted = args.storages.split(",")
+        if not set(wanted) <= set(storages):
+            parser.error(f"--storages {args.storages}: of {', '.join(storages)} "
+                         "(postgresql needs --postgres)")
+        storages = {k: v for k, v in storages.items() if k in wanted}
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if "postgresql" in storages:
+        delete_studies(storages["postgresql"], [f"scale-{n}" for n in sizes])
     for kind, url in storages.items():
-        for n in (int(s) for s in args.sizes.split(",")):
-            row = {"storage": kind, **one_size(url, n, args, folder)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        for n in sizes:
+            grow(url, n, args)
+            print(f"grew {kind} scale-{n}", flush=True)
+        settle(url)
+    # measured in rounds, every size in turn in each, so that a slower minute of a shared
+    # machine falls on all sizes alike: the medians compare like with like
+    per_round = max(1, args.trials // args.rounds)
+    samples: dict[tuple[str, int], dict[str, list[float]]] = {}
+    targets = {(kind, n): n for kind in storages for n in sizes}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for round_ in range(args.rounds):
+        for kind, url in storages.items():
+            for n in sizes:
+                key, study = (kind, n), f"scale-{n}"
+                targets[key] += per_round
+                got = run_trials(url, study, args, targets[key])
+                out = samples.setdefault(key, {"startup_s": [got["startup_s"]]})
+                out.setdefault("overhead_s", []).extend(got["overhead"])
+                out.setdefault("fit_s", []).extend(got["fit"])
+                for name, seconds in reads(url, study, folder / kind / str(round_),
+                                           env).items():
+                    out.setdefault(name, []).append(seconds)
+                print(f"round {round_ + 1}/{args.rounds} {kind} n={n}: overhead "
+                      f"{statistics.median(got['overhead']):.3f} s", flush=True)
+    rows = []
+    for (kind, n), out in samples.items():
+        row = {"storage": kind, "n": n, "trials": len(out["overhead_s"]),
+               **{k: statistics.median(v) for k, v in out.items()}}
+        row["startup_s"] = out["startup_s"][0]  # the first, cold read; later ones are cached
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     print_table(rows, args)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
 
 def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    print(f"\nspace {args.space}, sampler {args.sampler}, {args.trials} trials per size "
+    print(f"\nspace {args.space}, sampler {args.sampler}, {args.trials} trials per size in "
+          f"{args.rounds} rounds "
           f"(1 epoch on {args.subset:g} of the split); seconds; load {os.getloadavg()[0]:.1f}")
     cols = ["storage", "n", "startup_s", "overhead_s", "fit_s", "report", "export", "analyze",
             "status", "dashboard"]

@@ -293,6 +293,8 @@ def test_report_html_holds_the_frames_points(run_nas: Any, db: Path, frame: pd.D
     assert families == evaluated(frame)["family"].value_counts().to_dict()
     assert "stem_width" in fronts[0]["customdata"][0][1]  # hover shows the spec
     assert len(figs["edf"]["data"][0]["x"]) == len(evaluated(frame))
+    assert figs["edf"]["data"][0]["mode"] == "lines" and \
+        figs["history"]["data"][1]["line"]["shape"] == "hv"  # steps, as drawn
     assert len(figs["history"]["data"][0]["x"]) == len(history_frame(frame))
     importances = importance_data(study_trials(study), frame)
     ticks = figs["importance"]["layout"]["yaxis"]["ticktext"]  # every bar labelled

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from nas.cli.app import app, console
 from nas.cli.spec_cmds import SpecArg
+from nas.compound import ALPHA, BETA, GAMMA
 from nas.errors import SpecError
-from nas.families.scaling import ALPHA, BETA, GAMMA
 
 
 def costed(spec: Any) -> dict[str, Any]:

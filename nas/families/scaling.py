@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from nas.compound import ALPHA, BETA, GAMMA  # Tan & Le 2019, section 4
 from nas.errors import SpecError, UserError, describe
 from nas.families.base import FamilySpec
 
-# Tan & Le 2019, section 4: found by a small grid search on B0 at phi = 1.
-ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 SCALED_FIELDS = ("width_mult", "depth_mult")
 
 

@@ -68,9 +68,10 @@ def pareto_figure(frame: pd.DataFrame, costs: list[str]) -> go.Figure:
 def history_figure(history: pd.DataFrame) -> go.Figure:
     """Validation accuracy by trial number, and the best so far."""
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=history["number"].tolist(), y=history["val_accuracy"].tolist(),
+    numbers = history["number"].to_numpy()  # arrays: plotly checks a list item by item
+    fig.add_trace(go.Scatter(x=numbers, y=history["val_accuracy"].to_numpy(dtype=float),
                              mode="markers", name="trial"))
-    fig.add_trace(go.Scatter(x=history["number"].tolist(), y=history["best_so_far"].tolist(),
+    fig.add_trace(go.Scatter(x=numbers, y=history["best_so_far"].to_numpy(dtype=float),
                              mode="lines", line={"shape": "hv"}, name="best so far"))
     fig.update_layout(title="Optimisation history", xaxis_title="trial",
                       yaxis_title="validation accuracy", height=420)
@@ -100,7 +101,8 @@ def importance_height(bars: int) -> int:
 
 def edf_trace(edf: pd.DataFrame, name: str) -> go.Scatter:
     """One EDF as a step line."""
-    return go.Scatter(x=edf["error"].tolist(), y=edf["fraction"].tolist(), mode="lines",
+    return go.Scatter(x=edf["error"].to_numpy(dtype=float),
+                      y=edf["fraction"].to_numpy(dtype=float), mode="lines",
                       line={"shape": "hv"}, name=name,
                       hovertemplate="error %{x:.4f}<br>fraction %{y:.3f}<extra>%{fullData.name}"
                                     "</extra>")
