@@ -216,6 +216,16 @@ def grow(url: str, n: int, args: argparse.Namespace) -> None:
         opened.add_trials(grown[i:i + 500])
 
 
+def trained(url: str, study: str) -> int:
+    """Trials of the study that trained a model (what a search's target counts); 0 if none."""
+    from nas.study.queries import trained_count
+
+    try:
+        return trained_count(optuna.load_study(study_name=study, storage=url))
+    except KeyError:
+        return 0
+
+
 def settle(url: str) -> None:
     """PostgreSQL's statistics brought up to date after the bulk inserts (autovacuum would do
     it in the middle of the measurements otherwise)."""
@@ -248,6 +258,8 @@ def main() -> None:
                         "studies, scale-N, are deleted there first; nothing else is touched)")
     parser.add_argument("--storages", help="which of sqlite,postgresql to run (default: "
                         "sqlite, and postgresql with --postgres)")
+    parser.add_argument("--keep", action="store_true", help="PostgreSQL: keep the studies of "
+                        "an earlier run that hold N trials already (growing them takes minutes)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -262,10 +274,13 @@ def main() -> None:
                          "(postgresql needs --postgres)")
         storages = {k: v for k, v in storages.items() if k in wanted}
     sizes = [int(s) for s in args.sizes.split(",")]
-    if "postgresql" in storages:
+    if "postgresql" in storages and not args.keep:
         delete_studies(storages["postgresql"], [f"scale-{n}" for n in sizes])
     for kind, url in storages.items():
         for n in sizes:
+            if args.keep and trained(url, f"scale-{n}") >= n:
+                print(f"kept {kind} scale-{n}", flush=True)
+                continue
             grow(url, n, args)
             print(f"grew {kind} scale-{n}", flush=True)
         settle(url)
@@ -273,7 +288,8 @@ def main() -> None:
     # machine falls on all sizes alike: the medians compare like with like
     per_round = max(1, args.trials // args.rounds)
     samples: dict[tuple[str, int], dict[str, list[float]]] = {}
-    targets = {(kind, n): n for kind in storages for n in sizes}
+    targets = {(kind, n): trained(url, f"scale-{n}") for kind, url in storages.items()
+               for n in sizes}
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for round_ in range(args.rounds):
         for kind, url in storages.items():

@@ -79,7 +79,14 @@ def start_train(out: Path, *extra: str) -> subprocess.Popen[str]:
             "64", "--threads", "1", "--no-progress", "--out", str(out), *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=out.parent)
+                            env=env, cwd=out.parent, preexec_fn=default_sigint)
+
+
+def default_sigint() -> None:
+    """A user's Ctrl-C is not ignored; a suite run in the background would pass on its
+    ignored SIGINT (the run then trains to its end and exits 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 
 def wait_for(file: Path, process: subprocess.Popen[str], timeout: float = 240) -> None:

@@ -15,6 +15,7 @@ import torch
 from conftest import CliRunner
 from datakit import CLASSES, colour_jpegs, fashion_folders
 
+from nas.data.load import load_data
 from nas.errors import UserError
 from nas.search.request import SearchRequest
 from nas.search.space import load_space
@@ -56,23 +57,31 @@ LONGER = {"epochs": 4, "trials": 3}
 def test_every_layout_searches_as_the_builtin_loader(tmp_path: Path) -> None:
     """Same images, split and order, same seeds and budget: the same architectures, and the
     search's best and mean validation accuracy within 0.02 of the built-in loader's (what
-    differs is the normalisation: the training split's figures against the published ones)."""
+    differs is the normalisation: the training split's figures against the published ones).
+    The folder tree is searched; the flat folder and the CSV give that tree's data to the
+    element (so their searches are the tree's: each layout's training is compared with the
+    built-in loader's in tests/test_data_train.py)."""
     folders = fashion_folders()
     reference = accuracies(search(request(tmp_path, "ref", dataset="fashion-mnist",
                                           data_dir=str(folders.reference), **LONGER)))
     assert len(reference) == 3 and all(acc > 0.5 for _h, acc in reference)  # chance: 0.1
-    for name, path in {"tree": folders.tree, "flat": folders.flat,
-                       "table": folders.table}.items():
-        study = search(request(tmp_path, name, dataset=str(path), **LONGER))
-        got = accuracies(study)
-        assert [h for h, _a in got] == [h for h, _a in reference], "the same architectures"
-        for summary in (max, np.mean):
-            ours, theirs = summary([a for _h, a in got]), summary([a for _h, a in reference])
-            assert abs(ours - theirs) <= 0.02, (name, summary, got, reference)
-        settings = StudySettings.from_study(study)
-        assert settings.input_size == 28 and settings.channels == 1
-        assert settings.data_card["classes"] == list(CLASSES), "the label map travels"
-        assert settings.data_fingerprint and settings.augment == "none"
+    study = search(request(tmp_path, "tree", dataset=str(folders.tree), **LONGER))
+    got = accuracies(study)
+    assert [h for h, _a in got] == [h for h, _a in reference], "the same architectures"
+    for summary in (max, np.mean):
+        ours, theirs = summary([a for _h, a in got]), summary([a for _h, a in reference])
+        assert abs(ours - theirs) <= 0.02, (summary, got, reference)
+    settings = StudySettings.from_study(study)
+    assert settings.input_size == 28 and settings.channels == 1
+    assert settings.data_card["classes"] == list(CLASSES), "the label map travels"
+    assert settings.data_fingerprint and settings.augment == "none"
+    tree = load_data(str(folders.tree), None, "cpu", seed=0, input_size=28)
+    for path in (folders.flat, folders.table):
+        other = load_data(str(path), None, "cpu", seed=0, input_size=28)
+        for name in ("train_x", "train_y", "val_x", "val_y"):
+            assert torch.equal(torch.as_tensor(getattr(other, name)[:]),
+                               torch.as_tensor(getattr(tree, name)[:])), (path, name)
+        assert (other.mean, other.std, other.classes) == (tree.mean, tree.std, tree.classes)
 
 
 def test_a_study_keeps_its_version_of_the_images(tmp_path: Path, cache: Path) -> None:

@@ -31,7 +31,8 @@ needs_data = pytest.mark.skipif(not DEBIAN.is_dir(), reason="needs Fashion-MNIST
 def request(tmp_path: Path, **kw: object) -> SearchRequest:
     fields: dict = {"space": load_space("resnext"), "trials": 1, "study": "t",
                     "storage": f"sqlite:///{tmp_path / 't.db'}", "epochs": 3, "subset": 0.02,
-                    "batch_size": 64, "device": "cpu", "early_stop": False, **kw}
+                    "batch_size": 64, "device": "cpu", "early_stop": False, "proxies": False,
+                    **kw}
     return SearchRequest(**fields)
 
 
