@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import socket
@@ -255,11 +256,13 @@ def main() -> None:
     parser.add_argument("--sampler", default="tpe")
     parser.add_argument("--subset", type=float, default=0.005)
     parser.add_argument("--postgres", help="also on this PostgreSQL database (the benchmark's "
-                        "studies, scale-N, are deleted there first; nothing else is touched)")
+                        "studies, scale-N, are deleted there first, and nothing else; VACUUM "
+                        "ANALYZE then runs on the database)")
     parser.add_argument("--storages", help="which of sqlite,postgresql to run (default: "
                         "sqlite, and postgresql with --postgres)")
     parser.add_argument("--keep", action="store_true", help="PostgreSQL: keep the studies of "
-                        "an earlier run that hold N trials already (growing them takes minutes)")
+                        "an earlier run that hold N trained trials already (growing them takes "
+                        "minutes); a study holding fewer is grown by N more")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -286,7 +289,7 @@ def main() -> None:
         settle(url)
     # measured in rounds, every size in turn in each, so that a slower minute of a shared
     # machine falls on all sizes alike: the medians compare like with like
-    per_round = max(1, args.trials // args.rounds)
+    per_round = max(1, math.ceil(args.trials / args.rounds))  # at least --trials in all
     samples: dict[tuple[str, int], dict[str, list[float]]] = {}
     targets = {(kind, n): trained(url, f"scale-{n}") for kind, url in storages.items()
                for n in sizes}

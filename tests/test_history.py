@@ -131,3 +131,53 @@ def test_past_the_size_tpe_still_finds_the_good_region() -> None:
         study.tell(trial, (trial.params["x"] - 0.8) ** 2)
     assert near >= 20
     assert math.isfinite(study.best_value)
+
+
+def test_a_reused_result_does_not_join_the_front_twice() -> None:
+    study = finished_study(0)
+    for _ in range(3):  # the same values three times: a trained trial and two reuses
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5, "n": 4}, distributions=DISTS,
+                                                  values=[0.9, 1.0]))
+    history = History(1, 0)
+    assert history.update(study.get_trials(deepcopy=False), SIGNS)
+    assert list(history.front) == [0]
+
+
+def test_tpe_counts_as_good_the_front_and_the_samples_share_of_the_whole_studys_rule() -> None:
+    wrapper = BoundedHistory(optuna.samplers.TPESampler(seed=0), size=100, seed=0)
+    assert wrapper.base._gamma == wrapper.gamma, "TPE asks the wrapper"  # noqa: SLF001
+    assert [wrapper.gamma(n) for n in (5, 100, 400)] == [1, 10, 25], "TPE's own rule"
+    for objectives in (1, 2):
+        study = optuna.create_study(directions=DIRECTIONS[:objectives])
+        rng = np.random.default_rng(objectives)
+        for _ in range(2_000):
+            x = float(rng.random())
+            study.add_trial(optuna.trial.create_trial(
+                params={"x": x, "n": 1}, distributions=DISTS,
+                values=[x, float(rng.random())][:objectives]))
+        trial = study.ask()
+        view = wrapper.view(study, optuna.trial.FrozenTrial(
+            number=trial.number, trial_id=trial._trial_id, state=TrialState.RUNNING,
+            value=None, values=None, datetime_start=None, datetime_complete=None, params={},
+            distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}))
+        history = wrapper.histories[(id(study._storage), study._study_id)]
+        shown = len(view.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        sampled = sum(t.number not in history.front for t in history.sample)
+        # one objective: the top 25 of 2,000 (1.25 %); two: 10 % of them
+        share = 25 / 2_000 if objectives == 1 else 0.1
+        assert wrapper.gamma(shown) == len(history.front) + math.ceil(share * sampled)
+        assert wrapper.gamma(shown) < math.ceil(0.1 * shown) if objectives == 1 else True
+
+
+def test_the_registered_tpe_is_fitted_through_the_wrapper() -> None:
+    from nas.search.samplers import make_sampler
+
+    sampler = make_sampler("tpe", 0)
+    assert isinstance(sampler, BoundedHistory)
+    assert sampler.base._gamma == sampler.gamma  # noqa: SLF001
+    calls = []
+    real = sampler.gamma
+    sampler.base._gamma = lambda n: calls.append(n) or real(n)  # noqa: SLF001
+    study = optuna.create_study(sampler=sampler, direction="minimize")
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1) - 0.3) ** 2, n_trials=14)
+    assert calls, "TPE split its trials with the wrapper's gamma"

@@ -6,26 +6,31 @@ Python loops over the trials: at 5,000 stored trials a proposal took 0.27 s agai
 sampler a view of the study in which the finished trials are
 
 - a uniform sample of at most `size` of them (reservoir sampling, seeded, kept as trials
-  finish), so that TPE's densities of the good and the bad trials estimate the same densities
-  as over all of them, only from fewer points; and
+  finish), from which TPE's densities are estimated with fewer points; and
 - every trial of the current Pareto front (complete, feasible, not dominated over the study's
-  objectives), kept exactly as trials finish, so that the best trials always shape the "good"
-  density;
+  objectives; one trial for each set of values: reused results repeat their source's), kept
+  exactly as trials finish, so that the best trials always shape the "good" density;
 
-and the running and waiting trials as they are (the constant liar needs them). Until more than
-`size` trials have finished, the view is the whole study: small studies are sampled exactly as
-before. Everything else the sampler asks of the study goes to the study itself.
+and the running and waiting trials as they are (the constant liar needs them). TPE counts the
+best gamma(n) of the n trials it is shown as good (10 % of them; at most 25 for one objective);
+shown the view, it counts as good the front and the share of the sample that gamma gives the
+whole study (so at 5,000 trials of one objective, the front and 1 sampled trial: the top 25 of
+5,000 is 0.5 %), not 10 % of the view. Until more than `size` trials have finished, the view is
+the whole study and gamma TPE's own: small studies are sampled exactly as before. Everything
+else the sampler asks of the study goes to the study itself.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Container, Sequence
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler
+from optuna.samplers import BaseSampler, TPESampler
+from optuna.samplers._tpe.sampler import default_gamma, default_gamma_multiobjective
 from optuna.trial import FrozenTrial, TrialState
 
 HISTORY_SIZE = 200  # finished trials in the sample; about TPE's cost at 200 trials
@@ -100,8 +105,9 @@ class History:
 
     def add_to_front(self, trial: FrozenTrial, signs: Sequence[float]) -> None:
         values = trial.values
-        if any(dominates(f.values, values, signs) for f in self.front.values()):
-            return
+        if any(f.values == values or dominates(f.values, values, signs)
+               for f in self.front.values()):
+            return  # dominated, or a reuse of a front trial's result
         for number in [n for n, f in self.front.items() if dominates(values, f.values, signs)]:
             del self.front[number]
         self.front[trial.number] = trial
@@ -159,13 +165,17 @@ class BoundedHistory(BaseSampler):
         self.base = base
         self.size = size
         self.seed = seed
-        self.histories: dict[int, History] = {}  # by study id (a sampler may serve several)
-        self.snapshot: tuple[tuple[int, int], list[FrozenTrial], bool] | None = None
+        # by storage and study id (a sampler may serve several studies)
+        self.histories: dict[tuple[int, int], History] = {}
+        self.current: tuple[History | None, bool] = (None, False)  # the proposal's, for gamma
+        if isinstance(base, TPESampler):
+            base._gamma = self.gamma  # noqa: SLF001  (its `gamma` argument is deprecated)
+        self.snapshot: tuple[tuple[tuple[int, int], int], list[FrozenTrial], bool] | None = None
 
     def view(self, study: optuna.Study, trial: FrozenTrial) -> StudyView:
         """The view for proposing `trial`: the study's trials read once per trial (the
         constant liar reads them fresh; within one proposal they are the same)."""
-        study_id = study._study_id  # noqa: SLF001
+        study_id = (id(study._storage), study._study_id)  # noqa: SLF001
         history = self.histories.get(study_id)
         if history is None:
             history = self.histories[study_id] = History(self.size, self.seed)
@@ -175,7 +185,20 @@ class BoundedHistory(BaseSampler):
                      for d in study.directions]
             self.snapshot = ((study_id, trial.number), trials, history.update(trials, signs))
         _, trials, kept = self.snapshot
+        self.current = (history if kept else None, study._is_multi_objective())  # noqa: SLF001
         return StudyView(study, history if kept else None, trials)
+
+    def gamma(self, n: int) -> int:
+        """How many of the `n` trials TPE is shown count as good: TPE's own rule while the view
+        is the whole study; past that, the front and the share of the sample that the rule
+        gives the whole study (see the module doc)."""
+        history, multi = self.current
+        rule = default_gamma_multiobjective if multi else default_gamma
+        if history is None or history.count <= history.size:
+            return rule(n)
+        share = rule(history.count) / history.count
+        sampled = sum(t.number not in history.front for t in history.sample)
+        return max(1, min(n, len(history.front) + math.ceil(share * sampled)))
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial,
                                     ) -> dict[str, BaseDistribution]:

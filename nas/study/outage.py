@@ -83,11 +83,10 @@ def server_restarting(error: BaseException) -> bool:
     """PostgreSQL answered but is shutting down or starting up: the server exists, so even
     the first connection waits for it (a wrong address still fails at once)."""
     psycopg = sys.modules.get("psycopg")  # not imported: no psycopg error to look at
-    if psycopg is None:
-        return False
-    restarting = (psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow)
-    if any(isinstance(e, restarting) for e in causes(error)):
-        return True
+    if psycopg is not None:
+        restarting = (psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow)
+        if any(isinstance(e, restarting) for e in causes(error)):
+            return True
     text = first_line(error)
     return "the database system is" in text or "terminating connection due to admin" in text
 
