@@ -37,7 +37,7 @@ def search(
     storage: Annotated[str | None, typer.Option(
         help="Optuna storage URL (default sqlite:///studies/<study>.db).")] = None,
     sampler: Annotated[str, typer.Option(help=f"One of {', '.join(SAMPLERS)}. tpe fits "
-                                         "past 200 finished trials to a uniform sample of 200 "
+                                         "past 400 finished trials to a uniform sample of 400 "
                                          "and the Pareto front (its cost stays flat).")] = "tpe",
     objectives: Annotated[str, typer.Option(
         help="accuracy or balanced_accuracy (mean per-class recall, for imbalanced classes), "

@@ -35,7 +35,7 @@ def register(name: str, fresh: bool = True) -> Callable[[SamplerFactory], Sample
 @register("tpe")
 def _tpe(seed: int) -> optuna.samplers.BaseSampler:
     """Multivariate TPE that lies about running trials (parallel workers spread out), fitted
-    to a bounded history past 200 finished trials (nas.search.history)."""
+    to a bounded history past 400 finished trials (nas.search.history)."""
     import optuna
 
     from nas.search.history import BoundedHistory
